@@ -1,0 +1,1 @@
+"""Amaranth gateware: one wiring.Component per block, lib.stream between blocks."""

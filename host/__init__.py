@@ -1,0 +1,1 @@
+"""Host driver: register map, transports, bitstream loading, result streaming."""

@@ -1,0 +1,1 @@
+"""cocotb testbenches, feed players and scoreboards."""
