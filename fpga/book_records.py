@@ -1,0 +1,66 @@
+"""Records passed between the market-data blocks, declared once.
+
+``ItchMessage``: one whole ITCH message as the splitter delivers it (wire byte i at bits 8i..8i+7).
+``BookOp``: what the decoder tells the order table / price levels to do.
+``TopOfBook``: what the book emits when a message changes a symbol's best bid or best ask; the same
+fields, in the same order, as a row of ``tickgate replay``'s CSV (``seq,locate,bid_px,bid_sz,ask_px,ask_sz``).
+"""
+
+from __future__ import annotations
+
+
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, enum
+
+__all__ = ["MAX_ITCH_LEN", "ItchMessage", "BookOpKind", "BookOp", "BookFlags", "TopOfBook"]
+
+# Longest ITCH 5.0 message (NOII 'I', 50 bytes). Longer length fields are malformed input.
+MAX_ITCH_LEN = 50
+
+
+class ItchMessage(data.Struct):
+    bytes: data.ArrayLayout(8, MAX_ITCH_LEN)
+    length: unsigned(6)
+    seq: unsigned(32)          # 1-based index of the message in the feed (after MoldUDP64 dedupe)
+
+
+class BookOpKind(enum.Enum, shape=4):
+    OTHER = 0            # decoded and counted, does not touch the book (P, Q, I, L, ...)
+    ADD = 1              # A, F
+    EXECUTE = 2          # E, C: reduce the resting order by `shares`
+    CANCEL = 3           # X: reduce by `shares`
+    DELETE = 4           # D
+    REPLACE = 5          # U: delete `ref`, add `new_ref` (same locate and side) at price/shares
+    TRADING_STATE = 6    # H: `code` = trading state
+    REG_SHO = 7          # Y: `code` = Reg SHO action
+    SYSTEM_EVENT = 8     # S: `code` = event code
+    DIRECTORY = 9        # R
+
+
+class BookOp(data.Struct):
+    kind: BookOpKind
+    seq: unsigned(32)
+    locate: unsigned(16)
+    ref: unsigned(64)
+    new_ref: unsigned(64)
+    buy: unsigned(1)
+    shares: unsigned(32)
+    price: unsigned(32)
+    code: unsigned(8)
+
+
+class BookFlags(data.Struct):
+    stale: unsigned(1)          # a MoldUDP64 gap was seen: the book may be missing messages
+    degraded: unsigned(1)       # the order table was full for this symbol: some orders are not tracked
+    out_of_window: unsigned(1)  # this symbol has live orders outside its price-level window
+
+
+class TopOfBook(data.Struct):
+    seq: unsigned(32)
+    locate: unsigned(16)
+    bid_px: unsigned(32)
+    bid_sz: unsigned(32)
+    ask_px: unsigned(32)
+    ask_sz: unsigned(32)
+    flags: BookFlags
