@@ -6,10 +6,7 @@
 fields, in the same order, as a row of ``tickgate replay``'s CSV (``seq,locate,bid_px,bid_sz,ask_px,ask_sz``).
 """
 
-from __future__ import annotations
-
-
-
+# No `from __future__ import annotations`: Amaranth reads these annotations as shapes.
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
