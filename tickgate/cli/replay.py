@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Iterable, TextIO
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "default_feed", "DEFAULT_FEED"]
 
 # Feeds smaller than this replay in well under a second: no progress bar.
 _PROGRESS_MIN_BYTES = 4 << 20
@@ -86,13 +86,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# The feed replayed when no FEED is given: deterministic, generated in-process.
+DEFAULT_FEED = {"messages": 20_000, "symbols": 8, "seed": 20191230}
+
+
+def default_feed() -> list[bytes]:
+    """The default feed's messages (generated up front, so the summary's messages/s measures the book)."""
+    from ..feed.synth import synth_bytes
+
+    return list(synth_bytes(**DEFAULT_FEED))
+
+
 def _open_source(args) -> tuple[Iterable[bytes], str, int]:
     """(messages, a label for the summary, size in bytes for the progress decision)."""
     if args.feed is None:
-        from ..model.synthfeed import DEFAULT_MESSAGES, DEFAULT_SEED, synth_feed
-
-        # generated up front so the summary's messages/s measures the book, not the generator
-        return list(synth_feed(DEFAULT_MESSAGES, seed=DEFAULT_SEED)), "built-in synthetic feed", 0
+        return default_feed(), f"built-in synthetic feed (tickgate.feed.synth {DEFAULT_FEED})", 0
     from ..feed.source import FeedSource
 
     path = args.feed
@@ -135,7 +143,7 @@ def _summary(err: TextIO, label: str, replay, source, select, seconds: float) ->
     unknown = ", ".join(f"{k} {v:,}" for k, v in sorted(st.unknown_refs.items())) or "none"
     lines.append(f"  unknown order references: {st.unknown_ref_total:,} ({unknown})")
     lines.append(f"  anomalies: {st.anomalies:,} (overfills {st.overfills:,}, duplicate adds {st.duplicate_adds:,}, "
-                 f"zero-share adds {st.zero_share_adds:,}, unknown types {st.unknown_types:,})")
+                 f"invalid adds {st.invalid_adds:,}, unknown types {st.unknown_types:,})")
     fs = getattr(source, "stats", None)
     if fs is not None:
         if fs.format == "pcap":

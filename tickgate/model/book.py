@@ -23,8 +23,9 @@ Robustness policy (each case is counted in :class:`BookStats`, none raises):
   counted in ``duplicate_adds``. Order references are unique for a whole ITCH day, so a duplicate is
   replayed or corrupt input; first-wins keeps a retransmitted add from resurrecting shares already
   executed, and is what an order table in hardware does (an insert into an occupied slot fails).
-* An add (or replace) with 0 shares would leave a level of size 0 on the book; it is ignored and counted
-  in ``zero_share_adds``.
+* An add (or the add half of a replace) with 0 shares or price 0 is not a valid resting order (a level of
+  size 0, or a price the CSV contract uses for "empty side"); it is ignored and counted in
+  ``invalid_adds``.
 
 Hot path: :meth:`OrderBook.apply` takes one message's raw bytes and unpacks the book messages with
 ``struct`` formats derived from :data:`tickgate.wire.itch.LAYOUTS` (offsets are never written here).
@@ -121,13 +122,13 @@ class BookStats:
     unknown_refs: dict[str, int] = field(default_factory=dict)   # E/C/X/D/U on refs not live, per type
     overfills: int = 0               # E/C/X for more shares than remain (clamped to 0)
     duplicate_adds: int = 0          # A/F/U adding a ref that is already live (ignored)
-    zero_share_adds: int = 0         # A/F/U adding 0 shares (ignored)
+    invalid_adds: int = 0            # A/F/U adding 0 shares or at price 0 (ignored)
     unknown_types: int = 0           # messages with a type byte ITCH 5.0 does not define (ignored)
     bbo_changes: int = 0             # messages that changed a symbol's BBO
 
     @property
     def anomalies(self) -> int:
-        return self.overfills + self.duplicate_adds + self.zero_share_adds + self.unknown_types
+        return self.overfills + self.duplicate_adds + self.invalid_adds + self.unknown_types
 
     @property
     def unknown_ref_total(self) -> int:
@@ -216,8 +217,8 @@ class OrderBook:
         if ref in orders:
             self.stats.duplicate_adds += 1
             return False
-        if not shares:
-            self.stats.zero_share_adds += 1
+        if not shares or not price:
+            self.stats.invalid_adds += 1
             return False
         book = self._books.get(loc)
         if book is None:
@@ -290,8 +291,8 @@ class OrderBook:
                 side.best = min(lv) if lv else _EMPTY
         if new in orders:
             self.stats.duplicate_adds += 1
-        elif not shares:
-            self.stats.zero_share_adds += 1
+        elif not shares or not price:
+            self.stats.invalid_adds += 1
         else:
             nkey = -price if side.buy else price
             lv[nkey] = lv.get(nkey, 0) + shares
