@@ -81,14 +81,12 @@ class FeedSource:
         self.lenient = lenient
         self.format, self.gzipped = detect_format(self.path)
         self.stats = FeedStats(format=self.format)
-        self.read_stats: ReadStats | None = None
+        self.read_stats: ReadStats | None = None     # BinaryFILE only
+        self.capture_stats = None                     # pcap only: tickgate.wire.pcap.CaptureStats
+        self.receiver = None                          # pcap only: the moldudp64.Receiver
 
     def __iter__(self) -> Iterator[bytes]:
-        if self.format == BINARYFILE:
-            return self._binaryfile()
-        if self.gzipped:
-            raise ItchFormatError(f"{self.path}: gzipped captures are not supported; gunzip it first")
-        return self._pcap()
+        return self._binaryfile() if self.format == BINARYFILE else self._pcap()
 
     def _binaryfile(self) -> Iterator[bytes]:
         reader = BinaryFileReader(self.path, lenient=self.lenient)
@@ -107,49 +105,53 @@ class FeedSource:
             st.problems = list(reader.stats.problems)
 
     def _pcap(self) -> Iterator[bytes]:
-        try:
-            from ..wire.moldudp64 import Receiver
-            from ..wire.pcap import mold_packets
-        except ImportError as e:
-            raise NotImplementedError(
-                f"{self.path} is a packet capture, but the MoldUDP64/pcap readers are not available ({e})"
-            ) from None
+        from ..wire.moldudp64 import MoldFormatError, Receiver
+        from ..wire.net import NetFormatError
+        from ..wire.pcap import CaptureStats, mold_packets
+
         st = self.stats
-        rx = Receiver()
-        lengths, lenient = _LENGTHS, self.lenient
+        cap = self.capture_stats = CaptureStats()
+        # A capture starts mid-session: join at the first packet's sequence rather than count 1..n as lost.
+        rx = self.receiver = Receiver(start_sequence=None)
         number = 0
-        for _ts, _meta, packet in mold_packets(self.path):
-            st.packets += 1
-            if packet.sequence == 0:
-                st.unsequenced += 1
-                st.unsequenced_messages += len(packet.messages)
-                delivered = packet.messages
-            else:
-                delivered = [m for _seq, m in rx.feed(packet)]
-            for raw in delivered:
+        try:
+            for _ts, _meta, packet in mold_packets(self.path, strict=not self.lenient, stats=cap):
+                st.packets += 1
+                if packet.sequence == 0:      # zeroed header: no sequencing, keep capture order
+                    st.unsequenced += 1
+                    st.unsequenced_messages += len(packet.messages)
+                    delivered = packet.messages
+                else:
+                    delivered = [m for _seq, m in rx.feed(packet)]
+                for raw in delivered:
+                    number += 1
+                    if self._check(raw, number):
+                        st.messages += 1
+                        yield raw
+            for _seq, raw in rx.flush():
                 number += 1
-                raw = bytes(raw)
-                want = lengths.get(raw[0]) if raw else None
-                if want != len(raw):
-                    what = ("zero-length message" if not raw else
-                            f"unknown message type {raw[:1]!r}" if want is None else
-                            f"'{chr(raw[0])}' message is {len(raw)} bytes, expected {want}")
-                    err = ItchFormatError(f"{self.path}: {what}", message_number=number)
-                    if not lenient:
-                        raise err
-                    st.note(err)
-                    continue
-                st.messages += 1
-                yield raw
-        _receiver_counts(rx, st)
+                if self._check(raw, number):
+                    st.messages += 1
+                    yield raw
+        except (MoldFormatError, NetFormatError) as e:
+            raise ItchFormatError(f"{self.path}: {e}") from None
+        rs = rx.stats
+        st.gaps, st.missing, st.duplicates = rs.gaps, rs.missing_messages, rs.duplicate_messages
+        st.skipped += cap.bad_frames + cap.bad_packets
 
-
-def _receiver_counts(rx, st: FeedStats) -> None:
-    """Copy the receiver's sequencing counters into ``st``."""
-    rs = rx.stats
-    st.gaps = rs.gaps
-    st.missing = rs.missing
-    st.duplicates = rs.duplicates
+    def _check(self, raw: bytes, number: int) -> bool:
+        """True for a well-formed ITCH message; else raise (strict) or count it (lenient)."""
+        want = _LENGTHS.get(raw[0]) if raw else None
+        if want == len(raw):
+            return True
+        what = ("zero-length message" if not raw else
+                f"unknown message type {raw[:1]!r}" if want is None else
+                f"'{chr(raw[0])}' message is {len(raw)} bytes, expected {want}")
+        err = ItchFormatError(f"{self.path}: {what}", message_number=number)
+        if not self.lenient:
+            raise err
+        self.stats.note(err)
+        return False
 
 
 def iter_messages(path, *, lenient: bool = False) -> Iterator[bytes]:
