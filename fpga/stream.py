@@ -1,0 +1,169 @@
+"""The project's byte stream, and AXI4-Stream naming for top levels.
+
+A byte stream moves :data:`BYTES` bytes per beat. Its payload (:func:`byte_layout`) is
+
+* ``data``: ``8 * BYTES`` bits; wire byte *i* of the beat is bits ``8*i .. 8*i+7`` (AXI byte-lane order,
+  the same order :meth:`tickgate.wire.layout.Layout.amaranth_layout` uses);
+* ``keep``: one bit per lane. Every beat but the last of a packet has all lanes kept; the last beat keeps
+  a contiguous run of lanes starting at lane 0 (at least one);
+* ``last``: set on the final beat of a packet;
+* ``user`` (optional): side data, stable for a whole packet unless a block says otherwise.
+
+:func:`ByteStream` builds the ``lib.stream.Signature`` of such a stream. :class:`AXIStreamTop` wraps a
+component whose stream ports use it, exposing ``s_axis_t*`` / ``m_axis_t*`` ports so that cocotbext-axi's
+``AxiStreamBus.from_prefix(dut, "s_axis")`` binds to the converted Verilog directly.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Shape, ShapeCastable, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["BYTES", "byte_layout", "ByteStream", "AXIStreamTop", "popcount_keep", "keep_mask"]
+
+#: Bytes per beat of the market-data datapath (64-bit).
+BYTES = 8
+
+
+def byte_layout(width: int = BYTES, *, user=None) -> data.StructLayout:
+    """The payload layout of a byte stream ``width`` bytes wide, with an optional ``user`` field."""
+    if not isinstance(width, int) or width <= 0:
+        raise TypeError(f"byte stream width must be a positive integer, not {width!r}")
+    fields = {"data": 8 * width, "keep": width, "last": 1}
+    if user is not None:
+        if not isinstance(user, (int, Shape, ShapeCastable)):
+            raise TypeError(f"user must be a shape-castable object or None, not {user!r}")
+        fields["user"] = user
+    return data.StructLayout(fields)
+
+
+def ByteStream(width: int = BYTES, *, user=None) -> stream.Signature:
+    """``lib.stream.Signature`` of a byte stream; see :func:`byte_layout`."""
+    return stream.Signature(byte_layout(width, user=user))
+
+
+def keep_mask(n, width: int = BYTES):
+    """``keep`` for ``n`` valid bytes starting at lane 0 (``n`` a Value or int, 0..width)."""
+    if isinstance(n, int):
+        return Const((1 << n) - 1, width)
+    return ((Const(1, 1) << n) - 1).as_unsigned()[:width]
+
+
+def popcount_keep(keep):
+    """Number of valid lanes of a contiguous ``keep`` (a Value): the highest kept lane + 1, or 0."""
+    result = Const(0, range(len(keep) + 1))
+    for i in range(len(keep)):
+        result = Mux(keep[i], i + 1, result)
+    return result
+
+
+def _payload_layout(member: wiring.Member):
+    """The payload layout of a byte-stream port, or None when the port is not one."""
+    if not member.is_signature:
+        return None
+    members = member.signature.members
+    if set(members) != {"payload", "valid", "ready"} or not members["payload"].is_port:
+        return None
+    payload = members["payload"].shape
+    if not isinstance(payload, data.StructLayout):
+        return None
+    names = {name for name, _ in payload}
+    if not {"data", "keep", "last"} <= names <= {"data", "keep", "last", "user"}:
+        return None
+    return payload
+
+
+class AXIStreamTop(wiring.Component):
+    """Top-level wrapper that renames byte-stream ports to AXI4-Stream.
+
+    Every byte-stream port of ``inner`` named in ``streams`` (``{port name: prefix}``) becomes the flat ports
+    ``<prefix>_tdata``, ``_tkeep``, ``_tlast``, ``_tvalid``, ``_tready`` (and ``_tuser`` when the payload has a
+    ``user`` field). Every other port of ``inner`` is passed through under its flattened name (path joined
+    with ``__``), with the same direction, shape and initial value. Pure wiring: no latency, no logic.
+
+    By default the input stream ``i_stream`` is ``s_axis`` and the output stream ``o_stream`` is ``m_axis``.
+    """
+
+    def __init__(self, inner: wiring.Component, streams: dict | None = None):
+        if not isinstance(inner, wiring.Component):
+            raise TypeError(f"inner must be a wiring.Component, not {inner!r}")
+        if streams is None:
+            streams = {name: prefix for name, prefix in (("i_stream", "s_axis"), ("o_stream", "m_axis"))
+                       if name in inner.signature.members}
+        if not isinstance(streams, dict):
+            raise TypeError(f"streams must be a dict of port name to AXI prefix, not {streams!r}")
+        self._inner = inner
+        self._streams = {}
+        members = {}
+        for name, prefix in streams.items():
+            if name not in inner.signature.members:
+                raise TypeError(f"{inner!r} has no port {name!r}")
+            member = inner.signature.members[name]
+            layout = _payload_layout(member)
+            if layout is None:
+                raise TypeError(f"port {name!r} is not a byte stream (see tickgate.fpga.stream.ByteStream)")
+            # In(stream.Signature) is a sink: valid/payload come in, ready goes out.
+            sink = member.flow == In
+            fwd, back = (In, Out) if sink else (Out, In)
+            fields = dict(layout)
+            members[f"{prefix}_tdata"] = fwd(fields["data"].shape)
+            members[f"{prefix}_tkeep"] = fwd(fields["keep"].shape)
+            members[f"{prefix}_tlast"] = fwd(1)
+            if "user" in fields:
+                members[f"{prefix}_tuser"] = fwd(fields["user"].shape)
+            members[f"{prefix}_tvalid"] = fwd(1)
+            members[f"{prefix}_tready"] = back(1)
+            self._streams[name] = (prefix, sink, "user" in fields)
+        self._passthrough = []
+        for path, member, value in inner.signature.flatten(inner):
+            flow = member.flow
+            if path[0] in self._streams:
+                continue
+            flat = "__".join(str(p) for p in path)
+            if flat in members:
+                raise TypeError(f"port {flat!r} of {inner!r} clashes with an AXI port name")
+            if isinstance(value, Signal):
+                members[flat] = flow(value.shape(), init=value.init)
+            else:
+                value = Value.cast(value)
+                members[flat] = flow(len(value))
+            self._passthrough.append((path, flat, flow))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self._inner
+        for name, (prefix, sink, has_user) in self._streams.items():
+            port = getattr(inner, name)
+            p = lambda field: getattr(self, f"{prefix}_{field}")
+            if sink:
+                m.d.comb += [
+                    port.payload.data.eq(p("tdata")),
+                    port.payload.keep.eq(p("tkeep")),
+                    port.payload.last.eq(p("tlast")),
+                    port.valid.eq(p("tvalid")),
+                    p("tready").eq(port.ready),
+                ]
+                if has_user:
+                    m.d.comb += port.payload.user.eq(p("tuser"))
+            else:
+                m.d.comb += [
+                    p("tdata").eq(port.payload.data),
+                    p("tkeep").eq(port.payload.keep),
+                    p("tlast").eq(port.payload.last),
+                    p("tvalid").eq(port.valid),
+                    port.ready.eq(p("tready")),
+                ]
+                if has_user:
+                    m.d.comb += p("tuser").eq(port.payload.user)
+        for path, flat, flow in self._passthrough:
+            inner_port = inner
+            for part in path:
+                inner_port = inner_port[part] if isinstance(part, int) else getattr(inner_port, part)
+            outer = getattr(self, flat)
+            if flow == In:
+                m.d.comb += inner_port.eq(outer)
+            else:
+                m.d.comb += outer.eq(inner_port)
+        return m
