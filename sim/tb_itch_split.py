@@ -1,0 +1,404 @@
+"""cocotb tests of :class:`tickgate.fpga.itch_split.ItchSplitter` (top: ``AXIStreamTop`` with ``s_axis_*`` in).
+
+Also holds the small generic drivers for Amaranth ``lib.stream`` ports (``<prefix>__valid/ready/payload``)
+used by the ITCH testbenches: :class:`StreamSource`, :class:`StreamSink`, :func:`pack_fields` and
+:func:`unpack_fields`.
+
+Every test runs with and without idle cycles on the source and with and without backpressure on the sink,
+and compares the output message by message with :func:`split_reference` (and the counters with its counts).
+Run by ``tests/test_itch_split.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from collections import deque
+from pathlib import Path
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSource
+from amaranth.hdl import Shape
+from amaranth.lib import data
+
+from tickgate.fpga.book_records import MAX_ITCH_LEN, ItchMessage
+from tickgate.fpga.itch_split import LATENCY
+from tickgate.sim.tb import idle_pattern, random_pattern
+from tickgate.wire import itch
+
+__all__ = ["StreamSource", "StreamSink", "pack_fields", "unpack_fields", "split_reference", "message_blocks",
+           "itch_files"]
+
+BEAT = 8
+
+
+# --- generic helpers for Amaranth stream ports ----------------------------------------------------------
+
+def unpack_fields(layout, value: int) -> dict:
+    """A dict of a ``data.StructLayout``'s fields (ints; ArrayLayout fields as ``bytes`` if 8-bit)."""
+    out = {}
+    for name, field in data.Layout.cast(layout):
+        raw = (value >> field.offset) & ((1 << field.width) - 1)
+        shape = field.shape
+        if isinstance(shape, data.ArrayLayout) and Shape.cast(shape.elem_shape).width == 8:
+            out[name] = raw.to_bytes(shape.length, "little")
+        else:
+            out[name] = raw
+    return out
+
+
+def pack_fields(layout, **values) -> int:
+    """The integer payload of a ``data.StructLayout`` from field values (ints, or ``bytes`` for byte arrays)."""
+    result = 0
+    fields = dict(data.Layout.cast(layout))
+    for name, value in values.items():
+        field = fields[name]
+        if isinstance(value, (bytes, bytearray)):
+            value = int.from_bytes(value, "little")
+        value = int(value)
+        if not 0 <= value < 1 << field.width:
+            raise ValueError(f"{name}={value} does not fit {field.width} bits")
+        result |= value << field.offset
+    return result
+
+
+def _pause(gen) -> bool:
+    return bool(gen is not None and next(gen))
+
+
+class StreamSource:
+    """Drives an Amaranth stream sink port ``<prefix>__valid/ready/payload`` from a queue of ints.
+
+    ``accepted`` lists the cycle (rising edges since start) at which each item was taken. Idle cycles
+    (``set_pause_generator``) are only inserted between items: valid never falls before a transfer.
+    """
+
+    def __init__(self, dut, prefix: str, clk):
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.clk = clk
+        self.queue: deque[int] = deque()
+        self.accepted: list[int] = []
+        self._pause = None
+        self.valid.value = 0
+        self.payload.value = 0
+        cocotb.start_soon(self._run())
+
+    def set_pause_generator(self, gen=None):
+        self._pause = gen
+
+    def send(self, items):
+        self.queue.extend(items)
+
+    def idle(self) -> bool:
+        return not self.queue and not self._busy
+
+    async def _run(self):
+        cycle = 0
+        self._busy = False
+        while True:
+            await RisingEdge(self.clk)
+            cycle += 1
+            if self._busy and self.ready.value == 1:
+                self.accepted.append(cycle)
+                self._busy = False
+            if not self._busy and self.queue and not _pause(self._pause):
+                self.payload.value = self.queue.popleft()
+                self._busy = True
+            self.valid.value = int(self._busy)
+
+
+class StreamSink:
+    """Takes items from an Amaranth stream source port ``<prefix>__valid/ready/payload``.
+
+    ``items`` holds ``(first_valid_cycle, accept_cycle, payload)`` per transfer, cycles counted in rising
+    edges since start; ``set_pause_generator`` drops ``ready`` on cycles where it yields 1.
+    """
+
+    def __init__(self, dut, prefix: str, clk):
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.clk = clk
+        self.items: list[tuple[int, int, int]] = []
+        self._pause = None
+        self.ready.value = 1
+        cocotb.start_soon(self._run())
+
+    def set_pause_generator(self, gen=None):
+        self._pause = gen
+
+    def clear(self):
+        self.items = []
+
+    async def _run(self):
+        cycle = 0
+        first = None
+        while True:
+            await RisingEdge(self.clk)
+            cycle += 1
+            if self.valid.value == 1:
+                if first is None:
+                    first = cycle
+                if self.ready.value == 1:
+                    self.items.append((first, cycle, self.payload.value.to_unsigned()))
+                    first = None
+            self.ready.value = 0 if _pause(self._pause) else 1
+
+
+# --- reference model and stimulus ---------------------------------------------------------------------
+
+def split_reference(blocks: list[bytes]):
+    """Split message-block streams (one per packet) as the splitter does.
+
+    Returns ``(messages, ends, counts)``: each message's bytes, ``(packet index, offset of its last byte)``
+    per message, and ``{"zero_length", "oversize", "truncated"}``.
+    """
+    messages, ends = [], []
+    counts = {"zero_length": 0, "oversize": 0, "truncated": 0}
+    for index, pkt in enumerate(blocks):
+        pos = 0
+        while pos < len(pkt):
+            if pos + 2 > len(pkt):
+                counts["truncated"] += 1
+                break
+            (length,) = struct.unpack_from(">H", pkt, pos)
+            pos += 2
+            if length == 0:
+                counts["zero_length"] += 1
+                continue
+            if length > MAX_ITCH_LEN:
+                counts["oversize"] += 1
+            if pos + length > len(pkt):
+                counts["truncated"] += 1
+                break
+            if length <= MAX_ITCH_LEN:
+                messages.append(bytes(pkt[pos:pos + length]))
+                ends.append((index, pos + length - 1))
+            pos += length
+    return messages, ends, counts
+
+
+def message_blocks(messages, max_payload: int = 1400) -> list[bytes]:
+    """MoldUDP64 packets' message-block bytes (after the 20-byte header) carrying ``messages`` in order."""
+    try:
+        from tickgate.wire import moldudp64
+    except ImportError:
+        moldudp64 = None
+    if moldudp64 is not None and hasattr(moldudp64, "pack_messages"):
+        header = moldudp64.HEADER.size
+        return [p.encode()[header:] for p in moldudp64.pack_messages(messages, "TICKGATE", 1,
+                                                                      max_payload=max_payload)]
+    out, cur = [], b""
+    for msg in messages:
+        block = struct.pack(">H", len(msg)) + bytes(msg)
+        if cur and 20 + len(cur) + len(block) > max_payload:
+            out.append(cur)
+            cur = b""
+        cur += block
+    return out + ([cur] if cur else [])
+
+
+def itch_files() -> list[Path]:
+    base = os.environ.get("TICKGATE_DATA")
+    if not base:
+        base = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    base = Path(base) / "itch"
+    return sorted(base.rglob("*.NASDAQ_ITCH50")) if base.is_dir() else []
+
+
+def random_message(rng: random.Random, length: int | None = None) -> bytes:
+    if length is None:
+        code = rng.choice(list(itch.LAYOUTS))
+        length = itch.LAYOUTS[code].size
+        return code.encode() + rng.randbytes(length - 1)
+    return rng.randbytes(length)
+
+
+# --- testbench ------------------------------------------------------------------------------------------
+
+class SplitTB:
+    """Clock, reset, AXI-Stream source on ``s_axis``, ItchMessage sink on ``o_stream``, input-beat log."""
+
+    COUNTERS = ("zero_length", "oversize", "truncated")
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.clk = dut.clk
+        cocotb.start_soon(Clock(self.clk, 4, unit="ns").start())
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), self.clk, dut.rst)
+        self.source.log.setLevel("WARNING")
+        self.sink = StreamSink(dut, "o_stream", self.clk)
+        self.beats: list[int] = []          # accept cycle of every input beat
+        cocotb.start_soon(self._monitor())
+
+    async def _monitor(self):
+        cycle = 0
+        valid, ready = self.dut.s_axis_tvalid, self.dut.s_axis_tready
+        while True:
+            await RisingEdge(self.clk)
+            cycle += 1
+            if valid.value == 1 and ready.value == 1:
+                self.beats.append(cycle)
+
+    def configure(self, idle: bool, backpressure: bool, seed: int = 1):
+        self.source.set_pause_generator(random_pattern(seed) if idle else None)
+        self.sink.set_pause_generator(idle_pattern() if backpressure else None)
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.clk, 3)
+        self.dut.rst.value = 0
+        await ClockCycles(self.clk, 2)
+        self.beats.clear()
+        self.sink.clear()
+
+    def counters(self) -> dict:
+        return {name: getattr(self.dut, name).value.to_unsigned() for name in self.COUNTERS}
+
+    async def run(self, blocks: list[bytes], *, check_latency: bool = True, timeout: int = 200_000):
+        """Send ``blocks`` (one packet each), wait for every expected message, check everything."""
+        expected, ends, counts = split_reference(blocks)
+        for pkt in blocks:
+            await self.source.send(AxiStreamFrame(pkt))
+        nbeats = sum((len(p) + BEAT - 1) // BEAT for p in blocks)
+        for _ in range(timeout):
+            if len(self.beats) == nbeats and len(self.sink.items) >= len(expected):
+                break
+            await RisingEdge(self.clk)
+        await ClockCycles(self.clk, 10)
+        assert len(self.beats) == nbeats, f"{len(self.beats)} of {nbeats} beats taken: hung"
+        got = [unpack_fields(ItchMessage, value) for _, _, value in self.sink.items]
+        assert len(got) == len(expected), f"{len(got)} messages, expected {len(expected)}"
+        for n, (g, e) in enumerate(zip(got, expected)):
+            want = e + bytes(MAX_ITCH_LEN - len(e))
+            assert (g["bytes"], g["length"], g["seq"]) == (want, len(e), n + 1), \
+                f"message {n + 1}: got {g}, expected {e.hex()} ({len(e)} bytes)"
+        assert self.counters() == counts, f"counters {self.counters()}, expected {counts}"
+        if check_latency:
+            first_beat = [0]
+            for pkt in blocks:
+                first_beat.append(first_beat[-1] + (len(pkt) + BEAT - 1) // BEAT)
+            for n, ((first_valid, _, _), (pkt, offset)) in enumerate(zip(self.sink.items, ends)):
+                accepted = self.beats[first_beat[pkt] + offset // BEAT]
+                assert first_valid - accepted == LATENCY, \
+                    f"message {n + 1}: valid at cycle {first_valid}, last byte's beat taken at {accepted}"
+        return expected
+
+
+MODES = dict(idle=[False, True], backpressure=[False, True])
+
+
+@cocotb.test(skip=not itch_files())
+@cocotb.parametrize(**MODES)
+async def test_itch_files(dut, idle, backpressure):
+    """Every recorded ITCH file, packed into MoldUDP64 message blocks, split exactly with latency 1.
+    Skipped when the recorded feeds are absent."""
+    files = itch_files()
+    tb = SplitTB(dut)
+    tb.configure(idle, backpressure)
+    from tickgate.feed.binaryfile import read_messages
+    for path in files:
+        await tb.reset()
+        msgs = list(read_messages(path))
+        got = await tb.run(message_blocks(msgs))
+        assert got == msgs
+        dut._log.info("%s: %d messages", path.name, len(msgs))
+
+
+@cocotb.test()
+@cocotb.parametrize(**MODES)
+async def test_back_to_back_rate(dut, idle, backpressure):
+    """Shortest messages (12 and 13 bytes: every lane alignment) back to back: latency 1 and, without
+    idle cycles or backpressure, one beat per cycle with no gap across a whole packet."""
+    tb = SplitTB(dut)
+    tb.configure(idle, backpressure)
+    await tb.reset()
+    rng = random.Random(5)
+    blocks = []
+    for size in (12, 13, 12, 13):
+        msgs = [random_message(rng, size) for _ in range(1400 // (size + 2))]
+        blocks += message_blocks(msgs)
+    await tb.run(blocks)
+    if not idle and not backpressure:
+        # AxiStreamSource sends frames back to back: every beat of the run on consecutive cycles.
+        assert tb.beats == list(range(tb.beats[0], tb.beats[0] + len(tb.beats))), "input was stalled"
+
+
+@cocotb.test()
+@cocotb.parametrize(**MODES)
+async def test_random_alignment(dut, idle, backpressure):
+    """Random well-formed ITCH-sized messages in random-sized packets: exact output, latency 1."""
+    tb = SplitTB(dut)
+    tb.configure(idle, backpressure, seed=7)
+    await tb.reset()
+    rng = random.Random(11)
+    blocks = []
+    for _ in range(60):
+        msgs = [random_message(rng) for _ in range(rng.randint(1, 30))]
+        blocks += message_blocks(msgs, max_payload=rng.randint(20 + 52, 1400))
+    await tb.run(blocks)
+
+
+@cocotb.test()
+@cocotb.parametrize(**MODES)
+async def test_short_messages(dut, idle, backpressure):
+    """Messages of 1..50 bytes (several may end in one beat): exact output, no loss, no hang."""
+    tb = SplitTB(dut)
+    tb.configure(idle, backpressure, seed=3)
+    await tb.reset()
+    rng = random.Random(13)
+    blocks = []
+    for _ in range(60):
+        msgs = [random_message(rng, rng.choice([1, 2, 3, 5, 6, 7, rng.randint(1, 50)]))
+                for _ in range(rng.randint(1, 40))]
+        blocks += message_blocks(msgs)
+    await tb.run(blocks, check_latency=False)
+
+
+def _block(length: int, body: bytes | None = None, rng=None) -> bytes:
+    if body is None:
+        body = (rng or random.Random(length)).randbytes(length)
+    return struct.pack(">H", length) + body
+
+
+@cocotb.test()
+@cocotb.parametrize(**MODES)
+async def test_malformed(dut, idle, backpressure):
+    """Zero lengths, over-long messages and packets ending inside a prefix or a message: counted, dropped,
+    and the next packet is split exactly."""
+    tb = SplitTB(dut)
+    tb.configure(idle, backpressure, seed=9)
+    await tb.reset()
+    rng = random.Random(17)
+    good = lambda: _block(rng.choice([12, 19, 36, 50]), rng=rng)
+    cases = [
+        _block(0) + good() + _block(0) + _block(0) + _block(0) + good() + _block(0),
+        _block(0) * 9,                                   # nothing but zero lengths, across beats
+        good() + _block(51) + good() + _block(1000) + good(),
+        good() + _block(60000, rng.randbytes(300)),      # over-long and cut by the packet end
+        good() + b"\x00",                                # ends inside a length prefix (1 byte)
+        good() + b"\x00\x24",                            # ends right after a prefix
+        good() + _block(36)[:20],                        # ends inside the message
+        b"\x00",                                         # a one-byte packet
+        _block(50)[:51],                                 # one byte short
+        good() + good(),                                 # and the next packet is fine
+    ]
+    # Random mixtures.
+    for _ in range(80):
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            r = rng.random()
+            parts.append(_block(0) if r < 0.15 else _block(rng.randint(51, 300), rng=rng) if r < 0.25
+                         else _block(rng.randint(1, 50), rng=rng))
+        pkt = b"".join(parts)
+        if rng.random() < 0.4:
+            pkt = pkt[:rng.randint(1, len(pkt))]
+        cases.append(pkt)
+    await tb.run(cases, check_latency=False)
+    counts = tb.counters()
+    assert all(counts.values()), counts
