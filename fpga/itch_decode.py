@@ -1,0 +1,136 @@
+"""ITCH decoder: whole ITCH messages -> book operations.
+
+See :class:`ItchDecoder`. Every field offset and size comes from :data:`tickgate.wire.itch.LAYOUTS`.
+"""
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..wire import itch
+from .book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
+
+__all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY"]
+
+#: Cycles from an accepted input message to its BookOp on ``o_stream`` (valid high).
+LATENCY = 1
+
+#: Message type codes in the order of :attr:`ItchDecoder.counts` (the specification's order).
+TYPE_CODES = tuple(t.code for t in itch.MESSAGE_TYPES)
+
+#: What each message type becomes: ``code: (kind, {BookOp field: ITCH field})``. Types not listed are
+#: ``OTHER``. ``buy`` is 1 when the named CHAR field is ``'B'``; every other field is the ITCH field's
+#: big-endian value. BookOp fields not named are 0; ``seq`` and ``locate`` are always filled.
+OPS = {
+    "A": (BookOpKind.ADD, {"ref": "order_reference_number", "buy": "buy_sell_indicator",
+                           "shares": "shares", "price": "price"}),
+    "F": (BookOpKind.ADD, {"ref": "order_reference_number", "buy": "buy_sell_indicator",
+                           "shares": "shares", "price": "price"}),
+    "E": (BookOpKind.EXECUTE, {"ref": "order_reference_number", "shares": "executed_shares"}),
+    "C": (BookOpKind.EXECUTE, {"ref": "order_reference_number", "shares": "executed_shares",
+                               "price": "execution_price"}),
+    "X": (BookOpKind.CANCEL, {"ref": "order_reference_number", "shares": "canceled_shares"}),
+    "D": (BookOpKind.DELETE, {"ref": "order_reference_number"}),
+    "U": (BookOpKind.REPLACE, {"ref": "original_order_reference_number",
+                               "new_ref": "new_order_reference_number", "shares": "shares", "price": "price"}),
+    "H": (BookOpKind.TRADING_STATE, {"code": "trading_state"}),
+    "Y": (BookOpKind.REG_SHO, {"code": "reg_sho_action"}),
+    "S": (BookOpKind.SYSTEM_EVENT, {"code": "event_code"}),
+    "R": (BookOpKind.DIRECTORY, {}),
+}
+
+
+def _check_ops():
+    widths = {name: field.width for name, field in data.Layout.cast(BookOp)}
+    for code, (kind, fields) in OPS.items():
+        layout = itch.LAYOUTS[code]
+        for op_field, itch_field in fields.items():
+            if op_field in ("kind", "seq", "locate") or op_field not in widths:
+                raise TypeError(f"OPS[{code!r}]: {op_field!r} is not a BookOp field the table may set")
+            size = layout[itch_field].size
+            if op_field == "buy":
+                if size != 1:
+                    raise TypeError(f"OPS[{code!r}]: buy must come from a one-byte field")
+            elif 8 * size > widths[op_field]:
+                raise TypeError(f"OPS[{code!r}]: {itch_field} ({size} bytes) does not fit BookOp.{op_field}")
+
+
+_check_ops()
+
+
+def big_endian(msg_bytes, layout, name):
+    """The value of field ``name`` of ``layout`` in ``msg_bytes`` (wire byte i = ``msg_bytes[i]``)."""
+    f = layout[name]
+    if f.offset + f.size > MAX_ITCH_LEN:
+        raise TypeError(f"{layout.name}.{name} lies past byte {MAX_ITCH_LEN}")
+    return Cat(*(msg_bytes[i] for i in reversed(range(f.offset, f.offset + f.size))))
+
+
+class ItchDecoder(wiring.Component):
+    """Decode whole ITCH messages into :class:`~tickgate.fpga.book_records.BookOp` records.
+
+    One ``BookOp`` per ``ItchMessage``, in order, with the message's ``seq``; kind and fields per
+    :data:`OPS`, ``locate`` from the message header. A message of a known type whose ``length`` is not its
+    type's specification length is counted in ``malformed``; one whose type byte is unknown is counted in
+    ``unknown``; both are emitted as ``OTHER`` (with ``seq`` and ``locate``) so downstream numbering stays
+    aligned. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
+
+    Latency: :data:`LATENCY` = 1 cycle (one register stage). Rate: one message per cycle; the stage holds
+    while ``o_stream`` is not ready (``i_stream.ready = ~o_stream.valid | o_stream.ready``).
+    """
+
+    def __init__(self, *, counter_width: int = 32):
+        if not isinstance(counter_width, int) or counter_width <= 0:
+            raise TypeError(f"counter_width must be a positive integer, not {counter_width!r}")
+        super().__init__({
+            "i_stream": In(stream.Signature(ItchMessage)),
+            "o_stream": Out(stream.Signature(BookOp)),
+            "counts": Out(data.ArrayLayout(counter_width, len(TYPE_CODES))),
+            "unknown": Out(counter_width),
+            "malformed": Out(counter_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_stream, self.o_stream
+        msg = i.payload.bytes
+
+        op = Signal(BookOp)
+        m.d.comb += [
+            op.seq.eq(i.payload.seq),
+            op.locate.eq(big_endian(msg, itch.HEADER, "stock_locate")),
+        ]
+        known = Signal()
+        well_formed = Signal()
+        type_index = Signal(range(len(TYPE_CODES)))
+        with m.Switch(big_endian(msg, itch.HEADER, "message_type")):
+            for n, code in enumerate(TYPE_CODES):
+                layout = itch.LAYOUTS[code]
+                with m.Case(ord(code)):
+                    m.d.comb += [known.eq(1), type_index.eq(n),
+                                 well_formed.eq(i.payload.length == layout.size)]
+                    kind, fields = OPS.get(code, (BookOpKind.OTHER, {}))
+                    with m.If(well_formed):
+                        m.d.comb += op.kind.eq(kind)
+                        for op_field, itch_field in fields.items():
+                            value = big_endian(msg, layout, itch_field)
+                            if op_field == "buy":
+                                value = value == ord("B")
+                            m.d.comb += getattr(op, op_field).eq(value)
+        # Unknown types keep kind OTHER (0) and the other fields 0.
+
+        with m.If(o.ready):
+            m.d.sync += o.valid.eq(0)
+        m.d.comb += i.ready.eq(~o.valid | o.ready)
+        with m.If(i.valid & i.ready):
+            m.d.sync += [o.valid.eq(1), o.payload.eq(op)]
+            with m.If(~known):
+                m.d.sync += self.unknown.eq(self.unknown + 1)
+            with m.Elif(~well_formed):
+                m.d.sync += self.malformed.eq(self.malformed + 1)
+            with m.Else():
+                with m.Switch(type_index):
+                    for n in range(len(TYPE_CODES)):
+                        with m.Case(n):
+                            m.d.sync += self.counts[n].eq(self.counts[n] + 1)
+        return m
