@@ -1,0 +1,322 @@
+"""cocotb tests of :class:`tickgate.fpga.moldudp64_rx.MoldUDP64Receiver`, run by tests/test_moldudp64_rx.py.
+
+:class:`MoldModel` is the reference: per packet, the counter it bumps, what it forwards and the status after
+it. Every test runs with and without source idle cycles and sink backpressure.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import cocotb
+
+from tickgate.fpga.moldudp64_rx import MIN_MESSAGE, MOLD_COUNTERS
+from tickgate.sim.tb import StreamTB
+
+MATRIX = dict(idle=[False, True], backpressure=[False, True])
+#: Cycles from a packet's first input beat to its first output beat, with no stalls.
+FIRST_BEAT_LATENCY = 4
+MASK64 = (1 << 64) - 1
+
+
+def blocks(messages) -> bytes:
+    return b"".join(struct.pack(">H", len(msg)) + msg for msg in messages)
+
+
+def packet(session: bytes, seq: int, messages=(), count=None) -> bytes:
+    count = len(messages) if count is None else count
+    return struct.pack(">10sQH", session, seq, count) + blocks(messages)
+
+
+def heartbeat(session, seq):
+    return packet(session, seq, count=0)
+
+
+def end_session(session, seq):
+    return packet(session, seq, count=0xFFFF)
+
+
+def blocks_ok(area: bytes, count: int) -> bool:
+    pos = n = 0
+    while pos < len(area):
+        if pos + 2 > len(area):
+            return False
+        length, = struct.unpack_from(">H", area, pos)
+        if length < MIN_MESSAGE:
+            return False
+        pos += 2 + length
+        n += 1
+    return pos == len(area) and n == count
+
+
+class MoldModel:
+    """What MoldUDP64Receiver's docstring specifies, packet by packet."""
+
+    def __init__(self):
+        self.session = None
+        self.expected = 0
+        self.gap = False
+        self.first_missing = 0
+        self.counts = {name: 0 for name in MOLD_COUNTERS}
+        self.out = []                       # (first sequence, message-block bytes)
+
+    def _gap(self, seq):
+        self.counts["gap"] += 1
+        self.counts["missed"] += seq - self.expected
+        if not self.gap:
+            self.first_missing = self.expected
+        self.gap = True
+
+    def feed(self, pkt: bytes):
+        if len(pkt) < 20:
+            self.counts["truncated"] += 1
+            return
+        session, seq, count = struct.unpack_from(">10sQH", pkt)
+        control = count in (0, 0xFFFF)
+        if count == 0:
+            self.counts["heartbeat"] += 1
+        elif count == 0xFFFF:
+            self.counts["end_session"] += 1
+        fwd = False
+        if session != self.session:
+            self.counts["session"] += 1
+            self.session = session
+            self.expected = seq if control else seq + count
+            fwd = not control
+        elif control:
+            if seq > self.expected:
+                self._gap(seq)
+                self.expected = seq
+        elif seq >= self.expected:
+            if seq > self.expected:
+                self._gap(seq)
+            self.expected = seq + count
+            fwd = True
+        elif seq + count <= self.expected:
+            self.counts["duplicate"] += 1
+        else:
+            self.counts["overlap"] += 1
+        if fwd:
+            self.counts["accepted"] += 1
+            area = pkt[20:]
+            if area:
+                self.out.append((seq, area))
+            if not blocks_ok(area, count):
+                self.counts["count_error"] += 1
+
+    def clear_gap(self):
+        self.gap = False
+
+
+def random_messages(rng, n, lo=MIN_MESSAGE, hi=60):
+    return [bytes(rng.randrange(256) for _ in range(rng.randrange(lo, hi + 1))) for _ in range(n)]
+
+
+def session_packets(rng, session: bytes, first: int, n: int, max_count=6):
+    """n consecutive data packets of one session, starting at sequence ``first``."""
+    out, seq = [], first
+    for _ in range(n):
+        msgs = random_messages(rng, rng.randrange(1, max_count + 1))
+        out.append(packet(session, seq, msgs))
+        seq += len(msgs)
+    return out, seq
+
+
+async def setup(dut, idle, backpressure, seed=1):
+    tb = StreamTB(dut)
+    tb.set_inputs(gap_clear=0)
+    tb.configure(idle, backpressure, seed)
+    await tb.reset()
+    return tb
+
+
+def status(dut) -> dict:
+    return {
+        "has_session": int(dut.status__has_session.value),
+        "session": int(dut.status__session.value).to_bytes(10, "little"),
+        "expected": int(dut.status__expected.value),
+        "gap": bool(dut.status__gap.value),
+        "first_missing": int(dut.status__first_missing.value),
+    }
+
+
+async def check(tb, model: MoldModel, pkts):
+    """Send ``pkts``, compare the output, counters and status with ``model`` fed the same packets."""
+    before = len(model.out)
+    for p in pkts:
+        model.feed(p)
+        await tb.source.send(p)
+    want = model.out[before:]
+    got = await tb.recv_all(len(want))
+    await tb.drain()
+    assert tb.sink.empty(), "extra output packets"
+    for k, (frame, (seq, area)) in enumerate(zip(got, want)):
+        assert frame.tdata == area, f"packet {k}: got {frame.tdata.hex()} want {area.hex()}"
+        users = set(frame.tuser) if isinstance(frame.tuser, list) else {frame.tuser}   # compacted when constant
+        assert users == {seq}, f"packet {k}: user {users} want {seq}"
+    counts = {name: int(getattr(tb.dut, f"counters__{name}").value) for name in MOLD_COUNTERS}
+    assert counts == model.counts
+    st = status(tb.dut)
+    want_status = {"has_session": int(model.session is not None),
+                   "session": model.session or bytes(10), "expected": model.expected & MASK64,
+                   "gap": model.gap, "first_missing": model.first_missing}
+    assert st == want_status, (st, want_status)
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_in_order(dut, idle, backpressure):
+    """One session in order: every packet forwarded once, sequence in user, no gap."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(1)
+    pkts, nxt = session_packets(rng, b"0000012345", 1, 40)
+    # one-message packets of 7..15 bytes: every block-area length mod 8
+    pkts += [packet(b"0000012345", nxt + k, [bytes(range(7 + k))]) for k in range(9)]
+    model = MoldModel()
+    await check(tb, model, pkts)
+    assert model.counts["accepted"] == len(pkts) and model.counts["gap"] == 0
+    if not idle and not backpressure:
+        cycles = [c for c, _ in tb.beats_in]
+        assert cycles == list(range(cycles[0], cycles[0] + len(cycles))), "input stalled"
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_ab_dedupe(dut, idle, backpressure):
+    """Feeds A and B merged with skew and losses on each side: each packet comes out once, no gap."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(2)
+    a, _ = session_packets(rng, b"SESSION-AB", 1, 60)
+    merged, ia, ib = [], 0, 0
+    lost_a = set(rng.sample(range(60), 6))
+    lost_b = set(rng.sample(sorted(set(range(60)) - lost_a), 6))
+    while ia < 60 or ib < 60:
+        take_a = ib >= 60 or (ia < 60 and (ia <= ib + rng.randrange(-2, 3)))
+        if take_a:
+            if ia not in lost_a:
+                merged.append(a[ia])
+            ia += 1
+        else:
+            if ib not in lost_b:
+                merged.append(a[ib])
+            ib += 1
+    model = MoldModel()
+    await check(tb, model, merged)
+    assert [seq for seq, _ in model.out] == [struct.unpack_from(">Q", p, 10)[0] for p in a]
+    assert model.counts["duplicate"] > 0
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_gaps_and_control(dut, idle, backpressure):
+    """Gaps from data, heartbeats and end of session; overlap; duplicates; a new session; gap_clear."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(3)
+    s1, s2 = b"AAAAAAAAAA", b"BBBBBBBBBB"
+    m = lambda n: random_messages(rng, n)
+    pkts = [
+        packet(s1, 10, m(3)),          # adopt session at 10 -> expect 13
+        heartbeat(s1, 13),             # in step
+        packet(s1, 13, m(2)),          # -> 15
+        packet(s1, 18, m(2)),          # gap: 15..17 missing -> 20
+        packet(s1, 16, m(2)),          # duplicate (old)
+        packet(s1, 19, m(3)),          # overlap 19..21 vs expected 20: dropped
+        heartbeat(s1, 25),             # gap from a heartbeat: 20..24 -> 25
+        heartbeat(s1, 7),              # stale heartbeat: ignored
+        packet(s1, 25, m(1)),          # -> 26
+        end_session(s1, 26),           # in step
+        end_session(s1, 28),           # gap 26..27
+        packet(s2, 1, m(4)),           # new session -> 5
+        heartbeat(s2, 5),
+        packet(s2, 5, []),             # count 0 with... a heartbeat by definition
+    ]
+    model = MoldModel()
+    await check(tb, model, pkts)
+    assert model.counts["gap"] == 3 and model.counts["session"] == 2 and model.first_missing == 15
+    tb.set_inputs(gap_clear=1)
+    await tb.cycles(1)
+    tb.set_inputs(gap_clear=0)
+    model.clear_gap()
+    await check(tb, model, [packet(s2, 9, m(2)), packet(s2, 11, m(1))])
+    assert model.first_missing == 5 and model.gap
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_malformed(dut, idle, backpressure):
+    """Truncated headers dropped; count mismatches forwarded and counted; the block never hangs."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(4)
+    s = b"MALFORMED1"
+    m = lambda n: random_messages(rng, n)
+    good = packet(s, 1, m(2))
+    pkts = [
+        good,
+        good[:1], good[:8], good[:16], good[:19],                  # truncated
+        packet(s, 3, m(2), count=3),                                # blocks missing
+        packet(s, 6, m(3), count=2),                                # extra blocks
+        packet(s, 8, m(2))[:-3],                                    # last block runs past the end
+        packet(s, 10, m(2)) + b"\x00",                              # a stray byte after the blocks
+        packet(s, 12, [b"x" * 3, b"y" * 20]),                       # a message shorter than MIN_MESSAGE
+        packet(s, 14, m(1))[:21],                                   # length straddles the end
+        packet(s, 15, [], count=1),                                 # count 1, no bytes at all
+        packet(s, 16, m(2)),
+    ]
+    model = MoldModel()
+    await check(tb, model, pkts)
+    assert model.counts["truncated"] == 4 and model.counts["count_error"] == 7
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_latency(dut, idle, backpressure):
+    """Without stalls, output beat k of a packet is accepted exactly 4 + k cycles after its first input beat."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(5)
+    s = b"LATENCY001"
+    pkts, seq = [], 1
+    for length in (7, 8, 9, 10, 11, 12, 13, 14, 30, 200):
+        pkts.append(packet(s, seq, [bytes(rng.randrange(256) for _ in range(length))]))
+        seq += 1
+    model = MoldModel()
+    await check(tb, model, pkts)
+    if idle or backpressure:
+        return
+    outs = iter(tb.beats_out)
+    for pkt, start in zip(pkts, tb.frames_in):
+        n = len(pkt) - 20
+        for k in range((n + 7) // 8):
+            cycle, last = next(outs)
+            assert cycle - start == FIRST_BEAT_LATENCY + k, (n, k, cycle - start)
+            assert last == (k == (n - 1) // 8)
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_random(dut, idle, backpressure):
+    """A random A/B feed with losses, reordering within a window, heartbeats and a session change."""
+    tb = await setup(dut, idle, backpressure, seed=9)
+    rng = random.Random(6)
+    s = b"RANDOM0001"
+    a, nxt = session_packets(rng, s, 1, 50)
+    stream = []
+    for p in a:
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            stream.append(p)
+        if rng.random() < 0.1:
+            stream.append(heartbeat(s, struct.unpack_from(">Q", p, 10)[0]))
+    for k in range(0, len(stream) - 1, 7):
+        if rng.random() < 0.5:
+            stream[k], stream[k + 1] = stream[k + 1], stream[k]
+    b, _ = session_packets(rng, b"RANDOM0002", 1, 5)
+    await check(tb, MoldModel(), stream + b)
+
+
+@cocotb.test()
+async def test_smoke(dut):
+    """A few packets, for the second simulator."""
+    tb = await setup(dut, False, False)
+    rng = random.Random(7)
+    pkts, _ = session_packets(rng, b"SMOKE00001", 1, 3)
+    await check(tb, MoldModel(), pkts + pkts[:1])
