@@ -37,9 +37,16 @@ def csv_header(depth: int = 1) -> str:
     return ",".join(cols) + "\n"
 
 
+_ROW_FORMATS: dict[int, str] = {}
+
+
 def format_row(seq: int, locate: int, values: Sequence[int]) -> str:
-    """One CSV line (with its newline). ``values`` = (bid_px, bid_sz, ask_px, ask_sz[, deeper levels...])."""
-    return f"{seq},{locate}," + ",".join(map(str, values)) + "\n"
+    """One CSV line (with its newline). ``values`` = (bid_px, bid_sz, ask_px, ask_sz[, deeper levels...]),
+    integers."""
+    fmt = _ROW_FORMATS.get(len(values))
+    if fmt is None:
+        fmt = _ROW_FORMATS[len(values)] = ",".join(["%d"] * (2 + len(values))) + "\n"
+    return fmt % (seq, locate, *values)
 
 
 class SymbolFilter:
