@@ -12,7 +12,6 @@ from tickgate.feed.synth import (
     MARKET_OPEN_NS, TICK, UNKNOWN_REF_BASE, Synth, SynthConfig, ref_hash, symbol_name, synth, synth_bytes,
     write_synth,
 )
-from tickgate.wire import itch
 
 
 class LocalBook:

@@ -30,11 +30,10 @@ Stress modes (combine freely, ``mode="deep,far"``):
 
 from __future__ import annotations
 
-import math
 import random
 import zlib
 from bisect import bisect
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from ..wire import itch
@@ -129,10 +128,6 @@ class SynthConfig:
         if self.chain_length < 1 or self.far_ticks < 1:
             raise ValueError("chain_length and far_ticks must be >= 1")
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
 
 @dataclass
 class SynthStats:
@@ -214,7 +209,7 @@ class _Refs:
 
 
 class _Symbol:
-    __slots__ = ("locate", "stock", "m", "live", "halted_until", "chain", "chain_count", "chain_side")
+    __slots__ = ("locate", "stock", "m", "live", "halted_until", "chain", "chain_count")
 
     def __init__(self, locate: int, stock: str, m: int):
         self.locate = locate
@@ -224,16 +219,15 @@ class _Symbol:
         self.halted_until = -1     # message count at which trading resumes; -1 when trading
         self.chain = 0             # reference of the current replace-chain order (chain mode)
         self.chain_count = 0
-        self.chain_side = "B"
 
 
 class Synth:
     """The generator. Iterate it for message objects; ``stats`` fills in as you go."""
 
     def __init__(self, config: SynthConfig | None = None, **options):
-        self.config = config if config is not None else SynthConfig(**options)
         if config is not None and options:
             raise TypeError("give either a SynthConfig or keyword options, not both")
+        self.config = config if config is not None else SynthConfig(**options)
         self.stats = SynthStats()
 
     def __iter__(self) -> Iterator:
@@ -550,7 +544,7 @@ class Synth:
             ref = refs.next()
             price, shares = self._chain_price(s, side, near_price), draw_shares()
             orders[ref] = [s.locate, side, price, shares, -1]
-            s.chain, s.chain_side = ref, side
+            s.chain = ref
             st.orders_added += 1
             return itch.AddOrder(s.locate, 0, ts, ref, side, shares, s.stock, price * TICK)
         old = s.chain
