@@ -6,6 +6,9 @@ from tickgate.fpga.stream import AXIStreamTop, ByteStream, byte_layout, keep_mas
 from tickgate.fpga.udp_rx import UDPReceiver
 from tickgate.sim import runner
 
+# Tops built only to inspect their ports (or rejected) are never elaborated.
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 
 def test_verilator_version():
     reason = runner.simulator_available("verilator")

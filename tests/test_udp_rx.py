@@ -6,6 +6,9 @@ from tickgate.fpga.stream import AXIStreamTop
 from tickgate.fpga.udp_rx import UDPReceiver
 from tickgate.sim import runner
 
+# Tops built only to inspect their ports (or rejected) are never elaborated.
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 
 def top():
     return AXIStreamTop(UDPReceiver())
