@@ -3,7 +3,7 @@
 See :class:`ItchSplitter`.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,7 +12,7 @@ from .stream import BYTES, ByteStream, popcount_keep
 
 __all__ = ["ItchSplitter", "LATENCY"]
 
-#: Cycles from the cycle that consumes a message's last byte to the cycle its ``o_stream.valid`` is high.
+#: Cycles from the input beat carrying a message's last byte to the message on ``o_stream`` (see the class).
 LATENCY = 1
 
 # Body bytes can start at any lane, so a message spans at most this many words.
@@ -38,15 +38,17 @@ class ItchSplitter(wiring.Component):
     (wire byte *i* in ``bytes[i]``, bytes past ``length`` zero), its length and ``seq``, which counts the
     emitted messages from 1 since reset.
 
-    Latency: :data:`LATENCY` = 1 cycle. A message is on ``o_stream`` (valid high) the cycle after the cycle
-    that consumes its last byte. For any message of 7 bytes or more (every well-formed ITCH message has 12
-    or more) that is the cycle in which the input beat carrying the last byte is accepted.
+    Latency: :data:`LATENCY` = 1 cycle. When every length is 7 or more (any well-formed ITCH feed: the
+    shortest message is 12 bytes), each message is valid on ``o_stream`` exactly one cycle after the input
+    beat carrying its last byte is accepted.
 
-    Rate: one input beat per cycle while ``o_stream`` is ready, whatever the alignment, as long as every
-    message is 7 bytes or longer (at most one message then ends in a beat, and the next one's body always
-    reaches past it). Each shorter or zero-length message ending inside a beat holds that beat for one
-    more cycle. ``i_stream.ready`` falls whenever ``o_stream`` holds a message that is not being taken
-    (combinational path from ``o_stream.ready``): no message is lost under backpressure.
+    Rate: one input beat per cycle while ``o_stream`` is ready, at any alignment, when every length is 7
+    or more: at most one message then ends in a beat, and the next one's body always reaches past it.
+    Otherwise each message of 1..6 bytes lying wholly in one beat, and each zero length followed by more
+    bytes of its beat, holds that beat one extra cycle (the rest of the beat is parsed in the next cycle;
+    a message ending in a held beat is emitted the cycle after the cycle that parses its end).
+    ``i_stream.ready`` falls whenever ``o_stream`` holds a message that is not being taken (a
+    combinational path from ``o_stream.ready``): nothing is lost under backpressure.
 
     Malformed input is counted, dropped, and never stops the stream:
 
@@ -72,7 +74,6 @@ class ItchSplitter(wiring.Component):
         i, o = self.i_stream, self.o_stream
 
         word = i.payload.data
-        lanes = [word[8 * n: 8 * n + 8] for n in range(BYTES)]
         last = i.payload.last
         nvalid = Signal(range(BYTES + 1))            # valid lanes of this beat
         m.d.comb += nvalid.eq(Mux(last, popcount_keep(i.payload.keep), BYTES))
@@ -85,7 +86,6 @@ class ItchSplitter(wiring.Component):
         first = Signal(range(BYTES))                 # BODY: lane of the message's first byte in slot 0
         slot = Signal(range(_SLOTS))                 # BODY: slot the current beat goes into
         buf = Signal(data.ArrayLayout(8 * BYTES, _SLOTS))
-        seq = Signal(32)
 
         # The message's words as they stand with the current beat in its slot.
         view = Signal(8 * BYTES * _SLOTS)
@@ -99,7 +99,7 @@ class ItchSplitter(wiring.Component):
         masked = Cat(Mux(n < length, body[8 * n: 8 * n + 8], 0) for n in range(MAX_ITCH_LEN))
 
         def lane_byte(index):
-            return Cat(*lanes).word_select(index[:3], 8)
+            return word.word_select(index[:3], 8)
 
         # Where the current message (or skip) ends, if it ends in this beat.
         in_msg = (phase == _Phase.BODY) | (phase == _Phase.SKIP)
@@ -156,8 +156,7 @@ class ItchSplitter(wiring.Component):
                         o.valid.eq(1),
                         o.payload.bytes.as_value().eq(masked),
                         o.payload.length.eq(length),
-                        o.payload.seq.eq(seq + 1),
-                        seq.eq(seq + 1),
+                        o.payload.seq.eq(o.payload.seq + 1),   # the previous message's seq
                     ]
                 with m.If(have_len):
                     with m.If(is_zero):
