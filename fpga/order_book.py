@@ -39,6 +39,11 @@ is registered. Backpressure on the output is absorbed by a FIFO; the input is he
 the FIFO could overflow. After reset the block sweeps its memories to zero (input not ready) for
 ``symbols * 2 * window`` cycles (or ``capacity // ways``, whichever is larger).
 
+Timing: not yet measured on the ECP5 (place and route of the default sizing is still to do). The longest
+path is expected in stage 2 (forwarding mux, four 64-bit tag compares, way select, the new entry and the
+symbol-state update in one cycle); if it misses 156 MHz, split the tag compare into its own stage (the
+forwarding then covers three writes instead of two).
+
 Lookup port: ``lookup.locate``/``lookup.valid`` in at cycle 0, ``lookup.result``/``lookup.result_valid``
 out at cycle :attr:`MarketBook.LOOKUP_LATENCY` (2); the answer reflects every message whose TopOfBook
 stage finished before the request.

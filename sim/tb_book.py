@@ -202,6 +202,8 @@ class BookTB:
         for n, (g, e) in enumerate(zip(rows, expected)):
             assert g == e, f"row {n}: got {g}, expected {e} (message {msgs[e[0] - 1][:1]!r})"
         assert len(rows) == len(expected), f"{len(rows)} rows, expected {len(expected)}"
+        self.dut._log.info("%d messages, %d rows, %d cycles", len(msgs), len(rows),
+                           self.source.accepted[-1] - self.source.accepted[start] + 1)
         if check_latency and not self.backpressure:
             accepted = self.source.accepted[start:]
             for (row, _), (_, taken, _) in zip(got, items):
