@@ -238,6 +238,8 @@ def test_unknown_message_type_is_counted():
 
 
 def test_truncated_book_message_raises_a_clear_error():
+    with pytest.raises(ItchFormatError, match="zero-length"):
+        OrderBook().apply(b"")
     raw = itch.encode(A(1, "B", 100, 500))
     with pytest.raises(ItchFormatError, match="'A' message is 20 bytes, expected 36"):
         OrderBook().apply(raw[:20])

@@ -183,8 +183,11 @@ class OrderBook:
     def apply(self, raw) -> bool:
         """Apply one whole ITCH message given as bytes. Framing is the reader's job; a message shorter
         than its type's layout raises :class:`ItchFormatError`."""
+        try:
+            c = raw[0]
+        except IndexError:
+            raise ItchFormatError("zero-length message") from None
         self.stats.messages += 1
-        c = raw[0]
         bt = self._by_type
         ch = chr(c)
         bt[ch] = bt.get(ch, 0) + 1
