@@ -1,5 +1,5 @@
 """ItchDecoder: the layout-derived table, parameter checks, and the cocotb suite (sim/tb_itch_decode.py) on
-Verilator (one build, cached)."""
+Verilator and Icarus (one build each, cached)."""
 
 from __future__ import annotations
 
@@ -46,17 +46,18 @@ def test_expected_op_examples():
 
 
 @pytest.mark.rtl
-def test_rtl():
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_rtl(simulator):
     """The whole cocotb suite in one simulator run (the recorded-feed tests skip when the data is absent)."""
     from tickgate.sim import runner
 
     from .conftest import shared_data_dir
 
-    reason = runner.simulator_available("verilator")
+    reason = runner.simulator_available(simulator)
     if reason:
         pytest.skip(reason)
     data = shared_data_dir()
     env = {"TICKGATE_DATA": str(data)} if data else {}
     result = runner.run(ItchDecoder(), toplevel="itch_decode", test_module="tickgate.sim.tb_itch_decode",
-                        extra_env=env)
+                        extra_env=env, simulator=simulator)
     assert len(result.tests) == 4 + 4 + 1

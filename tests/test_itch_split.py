@@ -1,5 +1,5 @@
 """ItchSplitter: parameter checks, the reference model, and the cocotb suite (sim/tb_itch_split.py) on
-Verilator (one build, cached)."""
+Verilator and Icarus (one build each, cached)."""
 
 from __future__ import annotations
 
@@ -37,15 +37,17 @@ def test_reference_model():
 
 
 @pytest.mark.rtl
-def test_rtl():
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_rtl(simulator):
     """The whole cocotb suite in one simulator run (the recorded-feed tests skip when the data is absent)."""
     from tickgate.sim import runner
 
-    reason = runner.simulator_available("verilator")
+    reason = runner.simulator_available(simulator)
     if reason:
         pytest.skip(reason)
     data = shared_data_dir()
     env = {"TICKGATE_DATA": str(data)} if data else {}
     top = AXIStreamTop(ItchSplitter(), streams={"i_stream": "s_axis"})
-    result = runner.run(top, toplevel="itch_split", test_module="tickgate.sim.tb_itch_split", extra_env=env)
+    result = runner.run(top, toplevel="itch_split", test_module="tickgate.sim.tb_itch_split", extra_env=env,
+                        simulator=simulator)
     assert len(result.tests) == 5 * 4
