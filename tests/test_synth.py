@@ -150,7 +150,7 @@ def test_deep_mode_builds_deep_books():
     assert max(levels.values()) >= 20, "deep mode should stack many orders on a level"
 
 
-@pytest.mark.parametrize("kind", ["low", "crc32"])
+@pytest.mark.parametrize("kind", ["low", "crc32", "xorfold"])
 def test_collide_mode_refs_share_hash_bits(kind):
     bits = 10
     cfg = SynthConfig(messages=20_000, symbols=4, seed=4, mode="collide", collide_bits=bits, collide_hash=kind)
@@ -165,13 +165,22 @@ def test_collide_mode_refs_share_hash_bits(kind):
     assert book.unknown == 0 and book.overdrawn == 0
     assert len(refs) == len(set(refs)) > 5_000
     mask = (1 << bits) - 1
-    assert {ref_hash(r, kind) & mask for r in refs} == {cfg.collide_value & mask}
+    assert {ref_hash(r, kind, bits) for r in refs} == {cfg.collide_value & mask}
     assert all(0 < r < UNKNOWN_REF_BASE for r in refs)
     if kind == "low":
         # Equal low bits of the reference mean equal low bits of any odd multiplicative hash.
         assert len({(r * 0x9E3779B97F4A7C15) & mask for r in refs}) == 1
-    else:
+    elif kind == "crc32":
         assert len({zlib.crc32(r.to_bytes(8, "big")) & mask for r in refs}) == 1
+    else:
+        # The gateware order table's bucket index: XOR fold of 10-bit chunks.
+        folds = set()
+        for r in refs:
+            h = 0
+            for shift in range(0, 64, bits):
+                h ^= (r >> shift) & mask
+            folds.add(h)
+        assert len(folds) == 1
 
 
 def test_chain_mode_replaces_one_order_many_times():
@@ -236,3 +245,15 @@ def test_modes_combine_and_bad_options_fail_clearly(tmp_path):
         SynthConfig(symbols=0)
     with pytest.raises(ValueError, match="collide_hash"):
         SynthConfig(collide_hash="md5")
+
+
+def test_xorfold_collisions_hit_one_gateware_bucket():
+    pytest.importorskip("amaranth")
+    from tickgate.fpga.order_book import MarketBook
+
+    book = MarketBook()
+    book._MustUse__silence = True      # only its hash is used, never elaborated
+    bits = book.buckets.bit_length() - 1
+    refs = [m.order_reference_number for m in synth(3_000, 4, mode="collide", collide_hash="xorfold",
+                                                     collide_bits=bits) if m.TYPE in "AF"]
+    assert len(refs) > 1_000 and len({book.bucket_of(r) for r in refs}) == 1

@@ -209,7 +209,7 @@ def register(sub):
     q.add_argument("--mode", default="normal",
                    help=f"stress modes, comma-separated: {', '.join(MODES)} (see tickgate.feed.synth)")
     q.add_argument("--collide-bits", dest="collide_bits", type=int)
-    q.add_argument("--collide-hash", dest="collide_hash", choices=("low", "crc32"))
+    q.add_argument("--collide-hash", dest="collide_hash", choices=("low", "crc32", "xorfold"))
     q.add_argument("--chain-length", dest="chain_length", type=int)
     q.add_argument("--far-ticks", dest="far_ticks", type=int)
     q.add_argument("--far-fraction", dest="far_fraction", type=float)

@@ -17,10 +17,12 @@ Stress modes (combine freely, ``mode="deep,far"``):
 
 ``deep``     many levels and many orders per level (``deep_orders`` live orders a symbol over
              ``deep_levels`` levels a side).
-``collide``  every new order reference has the same low ``collide_bits`` bits of :func:`ref_hash`:
-             ``collide_hash="low"`` uses the reference itself, which is also the low bits of any odd
+``collide``  every new order reference has the same ``collide_bits``-bit :func:`ref_hash`:
+             ``collide_hash="low"``: the reference's low bits, which are also the low bits of any odd
              multiplicative hash ``(ref * M) mod 2**64`` (they depend only on the low bits of ``ref``);
-             ``collide_hash="crc32"`` uses ``zlib.crc32`` of the reference as 8 big-endian bytes.
+             ``"crc32"``: the low bits of ``zlib.crc32`` of the reference as 8 big-endian bytes;
+             ``"xorfold"``: the XOR of the reference's ``collide_bits``-bit chunks (the gateware order
+             table's bucket index, ``MarketBook.bucket_of``, with ``collide_bits = log2(buckets)``).
 ``chain``    one order per symbol is replaced over and over (``chain_length`` replaces a chain).
 ``far``      a ``far_fraction`` of adds is placed at least ``far_ticks`` ticks beyond the best price on
              its own side (so even further from the opposite side).
@@ -40,7 +42,7 @@ from ..wire import itch
 
 __all__ = [
     "MODES", "SynthConfig", "SynthStats", "Synth", "synth", "synth_bytes", "write_synth", "ref_hash",
-    "symbol_name", "TICK", "UNKNOWN_REF_BASE", "MARKET_OPEN_NS",
+    "symbol_name", "HASHES", "TICK", "UNKNOWN_REF_BASE", "MARKET_OPEN_NS",
 ]
 
 TICK = 100                         # $0.01 in ITCH price units (1/10000 dollar)
@@ -52,14 +54,24 @@ _MAX_TS = (1 << 48) - 1
 _MASK64 = (1 << 64) - 1
 
 
-def ref_hash(ref: int, kind: str = "low") -> int:
-    """The hash whose low bits ``collide`` mode makes equal: ``"low"`` is the reference itself (equal low
-    bits also for ``(ref * odd) mod 2**64``), ``"crc32"`` is ``zlib.crc32(ref.to_bytes(8, "big"))``."""
+HASHES = ("low", "crc32", "xorfold")
+
+
+def ref_hash(ref: int, kind: str = "low", bits: int = 12) -> int:
+    """The ``bits``-bit hash (table index) that ``collide`` mode makes equal for every reference:
+    ``"low"``: ``ref``'s low bits (equal low bits also for ``(ref * odd) mod 2**64``); ``"crc32"``: low bits
+    of ``zlib.crc32(ref.to_bytes(8, "big"))``; ``"xorfold"``: XOR of ``ref``'s ``bits``-bit chunks."""
+    mask = (1 << bits) - 1
     if kind == "low":
-        return ref
+        return ref & mask
     if kind == "crc32":
-        return zlib.crc32(ref.to_bytes(8, "big"))
-    raise ValueError(f"collide_hash must be 'low' or 'crc32', not {kind!r}")
+        return zlib.crc32(ref.to_bytes(8, "big")) & mask
+    if kind == "xorfold":
+        h = 0
+        for shift in range(0, 64, bits):
+            h ^= (ref >> shift) & mask
+        return h
+    raise ValueError(f"collide_hash must be one of {', '.join(HASHES)}, not {kind!r}")
 
 
 def symbol_name(index: int) -> str:
@@ -89,7 +101,7 @@ class SynthConfig:
     burst_length: tuple[int, int] = (20, 400)
     halt_probability: float = 2e-5       # chance per message that some symbol halts
     collide_bits: int = 12
-    collide_hash: str = "low"            # "low" or "crc32", see ref_hash
+    collide_hash: str = "low"            # "low", "crc32" or "xorfold", see ref_hash
     collide_value: int = 0x5A5           # the shared low bits (masked to collide_bits)
     chain_length: int = 1_000
     far_ticks: int = 5_000               # $50 beyond the best price on the order's side
@@ -118,7 +130,7 @@ class SynthConfig:
             raise ValueError(f"mean_gap_ns must be >= 1, not {self.mean_gap_ns}")
         if not 1 <= self.collide_bits <= 32:
             raise ValueError(f"collide_bits must be 1..32, not {self.collide_bits}")
-        ref_hash(0, self.collide_hash)
+        ref_hash(0, self.collide_hash, self.collide_bits)
         for name in ("burst_probability", "halt_probability", "far_fraction", "unknown_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], not {getattr(self, name)}")
@@ -145,25 +157,24 @@ class SynthStats:
 
 
 class _Refs:
-    """Fresh order references: increasing in normal mode; in collide mode all share the low bits of
-    ``ref_hash``. For CRC-32 (affine over GF(2)) the references are ``x0 xor span(kernel)``, where the
-    kernel is the set of 64-bit inputs whose CRC change leaves the low bits alone."""
+    """Fresh order references: increasing in normal mode; in collide mode all with one ``ref_hash``.
+    CRC-32 and the XOR fold are affine over GF(2), so the references are ``x0 xor span(kernel)``, where
+    the kernel holds the inputs whose hash change is zero."""
 
     def __init__(self, cfg: SynthConfig, rng: random.Random):
         self.collide = "collide" in cfg.mode
         self.n = rng.randrange(1_000_000, 5_000_000) if not self.collide else 0
         self.bits = cfg.collide_bits
         self.kind = cfg.collide_hash
-        mask = (1 << self.bits) - 1
-        self.value = cfg.collide_value & mask
-        if self.collide and self.kind == "crc32":
-            self.x0, self.basis = self._crc_kernel(mask)
+        self.value = cfg.collide_value & ((1 << self.bits) - 1)
+        if self.collide and self.kind != "low":
+            self.x0, self.basis = self._kernel(lambda x: ref_hash(x, self.kind, self.bits))
 
-    def _crc_kernel(self, mask: int) -> tuple[int, list[int]]:
-        c0 = zlib.crc32(bytes(8))
-        # Column i: the low bits' response to flipping input bit i. Gaussian elimination over GF(2).
+    def _kernel(self, h) -> tuple[int, list[int]]:
+        c0 = h(0)
+        # Column i: the hash's response to flipping input bit i. Gaussian elimination over GF(2).
         # Only input bits 0..61 take part, so references stay below UNKNOWN_REF_BASE.
-        cols = [(zlib.crc32((1 << i).to_bytes(8, "big")) ^ c0) & mask for i in range(62)]
+        cols = [h(1 << i) ^ c0 for i in range(62)]
         pivots: dict[int, tuple[int, int]] = {}   # pivot bit -> (reduced column, input combination)
         kernel = []
         for i, col in enumerate(cols):
@@ -178,7 +189,7 @@ class _Refs:
             else:
                 kernel.append(combo)
         # A particular solution x0 with low bits of crc32(x0) == value.
-        want = (self.value ^ c0) & mask
+        want = self.value ^ c0
         x0 = 0
         for bit in sorted(pivots, reverse=True):
             if want >> bit & 1:
@@ -186,7 +197,7 @@ class _Refs:
                 want ^= pcol
                 x0 ^= pcombo
         if want:
-            raise AssertionError("CRC-32 low bits not reachable from 62 input bits")
+            raise AssertionError(f"{self.kind} hash value {self.value} not reachable from 62 input bits")
         return x0, kernel
 
     def next(self) -> int:
