@@ -31,3 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"tickgate: error: {e}", file=sys.stderr)
         return 2
+    except NotImplementedError as e:
+        print(f"tickgate: not implemented: {e}", file=sys.stderr)
+        return 3

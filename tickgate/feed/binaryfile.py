@@ -25,7 +25,8 @@ def open_binary(path) -> BinaryIO:
     """Open a file for reading, transparently un-gzipping it (detected by its magic bytes)."""
     f = open(path, "rb")
     if f.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f, mode="rb")
+        f.close()
+        return gzip.open(path, "rb")  # owns its file, so closing it closes everything
     return f
 
 
