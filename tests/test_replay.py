@@ -150,11 +150,6 @@ def test_format_row_is_the_contract():
     assert csv_header() == HEADER + "\n"
 
 
-def test_rtl_engine_not_wired_yet():
-    with pytest.raises(NotImplementedError, match="--engine rtl"):
-        main(["replay", "--engine", "rtl"])
-
-
 # ---------------------------------------------------------------- errors
 
 def _snippet_bytes(shared_data) -> bytes:
