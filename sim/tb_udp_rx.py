@@ -6,16 +6,18 @@ bytes it must forward. Every test runs with and without source idle cycles and s
 
 from __future__ import annotations
 
+import os
 import random
 import struct
+from pathlib import Path
 
 import cocotb
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from tickgate.fpga.udp_rx import DEFAULT_GROUP, DEFAULT_PORT, UDP_COUNTERS, multicast_mac
+from tickgate.fpga.udp_rx import DEFAULT_GROUP, DEFAULT_PORT, LATENCY, LATENCY_MAX, TPIDS, UDP_COUNTERS, multicast_mac
 from tickgate.sim.tb import StreamTB
 
 GROUP = "233.54.12.111"
@@ -23,20 +25,35 @@ OTHER_GROUP = "233.54.12.112"
 SRC_MAC = "00:11:22:33:44:55"
 MATRIX = dict(idle=[False, True], backpressure=[False, True])
 
-#: Cycles from a frame's first input beat to its first output beat, with no stalls (see UDPReceiver).
-FIRST_BEAT_LATENCY = 7
+#: Cycles from a frame's first input beat to its first output beat, with no stalls, by VLAN tags (UDPReceiver).
+FIRST_BEAT_LATENCY = {0: 7, 1: 7, 2: 8}
 
 
 def _mac(value: int) -> str:
     return ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
 
 
-def udp_frame(payload: bytes, *, dst=GROUP, dport=DEFAULT_PORT, mac=None, pad=True, ip=None, udp=None) -> bytes:
-    """An Ethernet II / IPv4 / UDP frame (FCS stripped), padded to 60 bytes like a MAC would."""
+def udp_frame(payload: bytes, *, dst=GROUP, dport=DEFAULT_PORT, mac=None, pad=True, ip=None, udp=None,
+              vlans=()) -> bytes:
+    """An Ethernet II / IPv4 / UDP frame (FCS stripped), padded to 60 bytes like a MAC would. ``vlans``: VLAN
+    IDs, outermost first; with two, the outer tag is 802.1ad (S-tag), the inner 802.1Q."""
     mac = mac or _mac(multicast_mac(struct.unpack(">I", bytes(map(int, dst.split("."))))[0]))
-    frame = bytes(Ether(dst=mac, src=SRC_MAC) / IP(src="10.0.0.1", dst=dst, ttl=8, **(ip or {}))
+    pkt = Ether(dst=mac, src=SRC_MAC)
+    for k, vid in enumerate(vlans):
+        pkt = pkt / (Dot1AD(vlan=vid) if k == 0 and len(vlans) == 2 else Dot1Q(vlan=vid))
+    frame = bytes(pkt / IP(src="10.0.0.1", dst=dst, ttl=8, **(ip or {}))
                   / UDP(sport=12345, dport=dport, **(udp or {})) / Raw(payload))
     return frame.ljust(60, b"\0") if pad else frame
+
+
+def vlan_tags(frame: bytes) -> tuple[int, int | None]:
+    """(number of VLAN tags, innermost VLAN ID) as UDPReceiver sees them (at most two)."""
+    tags, vid, pos = 0, None, 12
+    while tags < 2 and len(frame) >= pos + 4 and struct.unpack_from(">H", frame, pos)[0] in TPIDS:
+        vid = struct.unpack_from(">H", frame, pos + 2)[0] & 0xFFF
+        tags += 1
+        pos += 4
+    return tags, vid
 
 
 def _sum16(buf: bytes) -> int:
@@ -46,32 +63,36 @@ def _sum16(buf: bytes) -> int:
     return s
 
 
-def udp_model(frame: bytes, *, dst_ip=DEFAULT_GROUP, dst_port=DEFAULT_PORT, dst_mac=None, match_mac=False):
+def udp_model(frame: bytes, *, dst_ip=DEFAULT_GROUP, dst_port=DEFAULT_PORT, dst_mac=None, match_mac=False,
+              match_ip=True, match_port=True, match_vlan=False, vlan_id=0, zero_checksum_ok=False):
     """(counter name, forwarded bytes or None) for one frame, as UDPReceiver's docstring specifies."""
     dst_mac = multicast_mac(dst_ip) if dst_mac is None else dst_mac
-    if len(frame) < 42:
+    tags, vid = vlan_tags(frame)
+    o = 14 + 4 * tags                       # IPv4 header offset
+    if len(frame) < o + 28:
         return "truncated", None
-    ethertype, = struct.unpack_from(">H", frame, 12)
-    vihl, proto = frame[14], frame[23]
+    ethertype, = struct.unpack_from(">H", frame, o - 2)
+    vihl, proto = frame[o], frame[o + 9]
     if ethertype != 0x0800 or vihl >> 4 != 4 or proto != 17:
         return "not_udp", None
-    flags_frag, = struct.unpack_from(">H", frame, 20)
+    flags_frag, = struct.unpack_from(">H", frame, o + 6)
     if vihl & 15 != 5 or flags_frag & 0x3FFF:
         return "unsupported", None
-    if _sum16(frame[14:34]) != 0xFFFF:
+    if _sum16(frame[o:o + 20]) != 0xFFFF and not (zero_checksum_ok and frame[o + 10:o + 12] == b"\0\0"):
         return "bad_checksum", None
-    total, = struct.unpack_from(">H", frame, 16)
-    udp_len, = struct.unpack_from(">H", frame, 38)
+    total, = struct.unpack_from(">H", frame, o + 2)
+    udp_len, = struct.unpack_from(">H", frame, o + 24)
     if total != udp_len + 20 or udp_len <= 8:
         return "bad_length", None
-    ip_dst, = struct.unpack_from(">I", frame, 30)
-    port, = struct.unpack_from(">H", frame, 36)
+    ip_dst, = struct.unpack_from(">I", frame, o + 16)
+    port, = struct.unpack_from(">H", frame, o + 22)
     mac = int.from_bytes(frame[0:6], "big")
-    if ip_dst != dst_ip or port != dst_port or (match_mac and mac != dst_mac):
+    if ((match_ip and ip_dst != dst_ip) or (match_port and port != dst_port) or (match_mac and mac != dst_mac)
+            or (match_vlan and vid != vlan_id)):
         return "not_ours", None
-    if len(frame) < 14 + total:
-        return "bad_length", frame[42:] or None
-    payload = frame[42:14 + total]
+    if len(frame) < o + total:
+        return "bad_length", frame[o + 28:] or None
+    payload = frame[o + 28:o + total]
     # cross-check against scapy's own parse
     parsed = Ether(frame)
     assert bytes(parsed[UDP].payload)[:len(payload)] == payload
@@ -113,10 +134,12 @@ def bad_frames(rng: random.Random) -> list[bytes]:
     return frames
 
 
-async def setup(dut, idle, backpressure, seed=1, match_mac=False):
+async def setup(dut, idle, backpressure, seed=1, match_mac=False, **inputs):
     tb = StreamTB(dut)
     tb.set_inputs(dst_ip=DEFAULT_GROUP, dst_port=DEFAULT_PORT, dst_mac=multicast_mac(DEFAULT_GROUP),
-                  match_mac=int(match_mac))
+                  match_mac=int(match_mac), match_ip=1, match_port=1, match_vlan=0, vlan_id=0,
+                  zero_checksum_ok=0)
+    tb.set_inputs(**{k: int(v) for k, v in inputs.items()})
     tb.configure(idle, backpressure, seed)
     await tb.reset()
     return tb
@@ -178,6 +201,28 @@ async def test_match_mac(dut, idle, backpressure):
     await check(tb, frames, match_mac=True)
 
 
+def assert_latency(tb, frames, **model_args):
+    """Output beat k of a frame is accepted exactly FIRST_BEAT_LATENCY[tags] + k cycles after its first input
+    beat, and its last beat LATENCY (or LATENCY_MAX with a flush beat) cycles after the input beat holding the
+    last payload byte. Only valid for a run without stalls."""
+    outs = iter(tb.beats_out)
+    ins = iter(tb.beats_in)
+    flushes = 0
+    for frame, start in zip(frames, tb.frames_in):
+        tags, _ = vlan_tags(frame)
+        beats = [next(ins)[0] for _ in range((len(frame) + 7) // 8)]
+        assert beats[0] == start
+        plen = len(udp_model(frame, **model_args)[1])
+        last_in = beats[(14 + 4 * tags + 28 + plen - 1) // 8]
+        for k in range((plen + 7) // 8):
+            cycle, last = next(outs)
+            assert cycle - start == FIRST_BEAT_LATENCY[tags] + k, (tags, plen, k, cycle - start)
+            assert last == (k == (plen - 1) // 8)
+        assert cycle - last_in in (LATENCY, LATENCY_MAX), (tags, plen, cycle - last_in)
+        flushes += cycle - last_in == LATENCY_MAX
+    return flushes
+
+
 @cocotb.test()
 @cocotb.parametrize(**MATRIX)
 async def test_latency(dut, idle, backpressure):
@@ -188,13 +233,107 @@ async def test_latency(dut, idle, backpressure):
     await check(tb, frames)
     if idle or backpressure:
         return
-    outs = iter(tb.beats_out)
-    for frame, start in zip(frames, tb.frames_in):
-        plen = len(udp_model(frame)[1])
-        for k in range((plen + 7) // 8):
-            cycle, last = next(outs)
-            assert cycle - start == FIRST_BEAT_LATENCY + k, (plen, k, cycle - start)
-            assert last == (k == (plen - 1) // 8)
+    assert 0 < assert_latency(tb, frames) < len(frames)
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_vlan(dut, idle, backpressure):
+    """0, 1 and 2 VLAN tags (802.1Q; 802.1ad + 802.1Q), every payload length 1..24 (every lane alignment), mixed
+    back to back: exact bytes, full rate, first-beat latency 7 / 7 / 8 + k, last byte 1 or 2 cycles."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(21)
+    frames = []
+    for k in list(range(1, 25)) + [rng.randrange(25, 300) for _ in range(6)] + [1472]:
+        for vlans in ((), (141,), (100, 142)):
+            frames.append(udp_frame(bytes(rng.randrange(256) for _ in range(k)), vlans=vlans))
+    rng.shuffle(frames)
+    expect = await check(tb, frames)
+    assert {name for name, _ in expect} == {"ok"}
+    if not idle and not backpressure:
+        cycles = [c for c, _ in tb.beats_in]
+        assert cycles == list(range(cycles[0], cycles[0] + len(cycles))), "input stalled"
+        assert_latency(tb, frames)
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_vlan_bad(dut, idle, backpressure):
+    """Tagged frames: truncated inside the longer header, not IPv4 after the tag, bad checksum, VLAN match."""
+    tb = await setup(dut, idle, backpressure, match_vlan=1, vlan_id=141)
+    rng = random.Random(22)
+    p = lambda k=30: bytes(rng.randrange(256) for _ in range(k))
+    one = udp_frame(p(20), vlans=(141,), pad=False)
+    two = udp_frame(p(20), vlans=(7, 141), pad=False)
+    frames = [
+        one[:44], one[:45], one[:46], one[:47],                    # 1 tag: header ends at 46
+        two[:47], two[:48], two[:49], two[:50], two[:51],          # 2 tags: header ends at 50
+        udp_frame(p(), vlans=(141,), ip={"chksum": 0x1234}),
+        bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=SRC_MAC) / Dot1Q(vlan=141) / ARP(pdst="10.0.0.2")).ljust(60, b"\0"),
+        udp_frame(p(), vlans=(142,)), udp_frame(p()), udp_frame(p(), vlans=(141, 142)),   # other VLAN, untagged
+        udp_frame(p(), vlans=(141,)), udp_frame(p(), vlans=(9, 141)),
+        udp_frame(p(), vlans=(141,), dst=OTHER_GROUP),
+    ]
+    expect = await check(tb, frames, match_vlan=True, vlan_id=141)
+    assert [name for name, _ in expect].count("not_ours") == 4
+    assert {"truncated", "bad_checksum", "not_udp", "ok", "bad_length"} <= {name for name, _ in expect}
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_promiscuous(dut, idle, backpressure):
+    """match_ip/match_port off: any destination is ours; zero_checksum_ok: a zero IPv4 checksum passes."""
+    tb = await setup(dut, idle, backpressure, match_ip=0, match_port=0, zero_checksum_ok=1)
+    rng = random.Random(23)
+    p = lambda k=30: bytes(rng.randrange(256) for _ in range(k))
+    frames = [udp_frame(p(), dst="10.1.2.3", dport=1), udp_frame(p(), ip={"chksum": 0}, vlans=(141,)),
+              udp_frame(p(), ip={"chksum": 0x1111}), udp_frame(p(), dst="0.0.0.0", dport=0, ip={"chksum": 0})]
+    expect = await check(tb, frames, match_ip=False, match_port=False, zero_checksum_ok=True)
+    assert [name for name, _ in expect] == ["ok", "ok", "bad_checksum", "ok"]
+
+
+def _captures(kind: str) -> list[Path]:
+    data = os.environ.get("TICKGATE_DATA")
+    if not data:
+        return []
+    return sorted(p for p in (Path(data) / "pcap").glob(f"*-{kind}/*.pcap"))
+
+
+@cocotb.test()
+@cocotb.parametrize(idle=[False, True], backpressure=[False, True])
+async def test_captures(dut, idle, backpressure):
+    """Every recorded capture (VLAN 141/142 tagged): the payloads equal tickgate.wire.net.parse_udp_frame's.
+    Live captures with their group and port matched; the anonymised ones (0.0.0.0:0, checksum 0) with
+    matching off and zero_checksum_ok, as the reference (tickgate.wire.pcap.mold_packets) reads them."""
+    from tickgate.wire.net import parse_udp_frame
+    from tickgate.wire.pcap import read_frames
+
+    live, payloads = _captures("live"), _captures("payloads")
+    tb = await setup(dut, idle, backpressure)
+    if not live:
+        tb.log.warning("recorded captures not found (TICKGATE_DATA): skipped")
+        return
+    seen = 0
+    for files, inputs in ((live, {}), (payloads, dict(match_ip=False, match_port=False, zero_checksum_ok=True))):
+        by_dest = {}
+        for path in files:
+            for _ts, frame in read_frames(path):
+                meta, payload = parse_udp_frame(frame, zero_checksum_ok=True)
+                key = (meta.dst_ip, meta.dport)
+                by_dest.setdefault(key, []).append((frame, payload, meta.vlan))
+        for (ip, port), items in sorted(by_dest.items()):
+            ip_int = struct.unpack(">I", bytes(map(int, ip.split("."))))[0]
+            tb.set_inputs(dst_ip=ip_int, dst_port=port, match_ip=1, match_port=1, zero_checksum_ok=0)
+            tb.set_inputs(**{k: int(v) for k, v in inputs.items()})
+            await tb.reset()
+            frames = [f for f, _, _ in items]
+            seen += len(frames)
+            expect = await check(tb, frames, dst_ip=ip_int, dst_port=port, **inputs)
+            assert [pl for _, pl in expect] == [pl for _, pl, _ in items]
+            assert {vid for _, _, vid in items} <= {141, 142}
+            if not idle and not backpressure:
+                assert_latency(tb, frames, dst_ip=ip_int, dst_port=port, **inputs)
+    assert seen == 139, seen
 
 
 @cocotb.test()
