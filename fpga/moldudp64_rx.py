@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .stream import ByteStream, keep_mask, popcount_keep
 
-__all__ = ["MoldUDP64Receiver", "MOLD_COUNTERS", "MIN_MESSAGE"]
+__all__ = ["MoldUDP64Receiver", "MOLD_COUNTERS", "MIN_MESSAGE", "LATENCY", "LATENCY_MAX"]
 
 #: Header: session 10 bytes, sequence u64, count u16 (tickgate.wire.moldudp64.HEADER).
 HEADER_BYTES = 20
@@ -16,10 +16,16 @@ HEADER_BYTES = 20
 #: starts at most once per 8-byte beat. ITCH 5.0's shortest message is 11 bytes.
 MIN_MESSAGE = 7
 
+#: Cycles from the input beat holding a packet's last byte to the output beat holding it (valid), with no
+#: stalls; LATENCY_MAX when that byte needs the flush beat (see MoldUDP64Receiver).
+LATENCY = 1
+LATENCY_MAX = 2
+
 MOLD_COUNTERS = (
-    "accepted",     # data packets forwarded
+    "accepted",     # data packets forwarded whole (in sequence, or after a gap)
     "duplicate",    # data packets entirely at or below the expected sequence (dropped)
-    "overlap",      # data packets starting below and ending above the expected sequence (dropped)
+    "overlap",      # data packets starting below and ending above the expected sequence (new tail forwarded)
+    "unsequenced",  # packets with sequence 0 (anonymised captures): data forwarded, sequencing untouched
     "heartbeat",    # count 0
     "end_session",  # count 0xFFFF
     "truncated",    # shorter than the 20-byte header (dropped)
@@ -31,38 +37,49 @@ MOLD_COUNTERS = (
 
 
 class MoldUDP64Receiver(wiring.Component):
-    """Track one MoldUDP64 session; forward each new packet's message blocks once.
+    """Track one MoldUDP64 session; forward each new message block once.
 
     The input is a stream of UDP payloads (one per ``last``), e.g. from
     :class:`tickgate.fpga.udp_rx.UDPReceiver`. The 20-byte header is checked when beat 2 arrives:
 
+    * A packet with sequence number 0 is *unsequenced* (sequence numbers start at 1; anonymised captures
+      zero the header): counted in ``unsequenced``, its message blocks forwarded as they are (``user`` 0),
+      session and sequence tracking untouched, as tickgate.feed.source delivers such packets.
     * A session name other than the current one (or the first packet after reset) is adopted and counted
-      in ``session``; the expected sequence becomes the packet's.
+      in ``session``; the expected sequence becomes the packet's (the receiver joins mid-session at the
+      first packet's sequence, without a gap).
     * A data packet (count 1..0xFFFE) whose sequence is the expected one is forwarded; one ahead of it is
       a gap (``gap`` counted, ``missed`` += the messages skipped, the sticky ``status.gap`` set with
       ``status.first_missing`` holding the first missing sequence if it was clear) and is forwarded; one
       ending at or below the expected sequence is dropped as ``duplicate``; one that starts below and ends
-      above it is dropped as ``overlap`` (its new messages are then reported as a gap by the next packet).
-      So two copies of a feed (A/B) merged into one input come out once.
+      above it is a partial overlap: its first ``expected - sequence`` message blocks (already forwarded)
+      are skipped and the rest forwarded, counted in ``overlap``. So two copies of a feed (A/B) merged into
+      one input come out once and losslessly, whatever their packet boundaries. There is no reorder
+      buffer: a packet ahead of the expected sequence is a gap at once (a late packet that would have
+      filled it is then a duplicate), as ``tickgate.wire.moldudp64.Receiver(max_pending=0)``.
     * Heartbeats (count 0) and end of session (count 0xFFFF) are counted and carry the next expected
       sequence: one ahead of the expected sequence is a gap. Nothing is forwarded for them.
     * A packet shorter than the header is dropped as ``truncated``. Every packet bumps exactly one of
-      ``accepted``, ``duplicate``, ``overlap``, ``heartbeat``, ``end_session``, ``truncated``.
+      ``accepted``, ``duplicate``, ``overlap``, ``unsequenced``, ``heartbeat``, ``end_session``, ``truncated``.
 
-    The output is the message-block area (u16 length + message, repeated) of each forwarded packet, first
-    byte in lane 0 (a 4-lane shift), one packet per ``last``; ``user`` holds the sequence number of its
-    first message. Forwarding is cut-through, so the message blocks are checked as they pass: a forwarded
-    packet whose blocks are not exactly ``count`` blocks ending at the packet's end (a block running past
-    the end, blocks missing or extra bytes) or has a message shorter than :data:`MIN_MESSAGE` bytes (not
-    followed: the walker sees one block start per beat) is counted in ``count_error`` when it ends; it has
-    been forwarded, and the expected sequence has advanced by its ``count``.
+    The output is the message-block area (u16 length + message, repeated) of each forwarded packet (from
+    the first new block for a partial overlap), first byte in lane 0, one packet per ``last``; ``user``
+    holds the sequence number of its first message. Forwarding is cut-through, so the message blocks are
+    checked as they pass: a forwarded packet whose blocks are not exactly ``count`` blocks ending at the
+    packet's end (a block running past the end, blocks missing or extra bytes) or has a message shorter
+    than :data:`MIN_MESSAGE` bytes (not followed: the walker sees one block start per beat) is counted in
+    ``count_error`` when it ends; it has been forwarded (a partial overlap whose first new block the walker
+    cannot reach forwards nothing), and the expected sequence has advanced by its ``count``.
 
     ``gap_clear`` (a strobe) clears ``status.gap``; a gap in the same cycle wins.
 
     Rate: one beat per cycle in and out, back-to-back packets included; ``i_stream.ready`` only drops
-    when the output is stalled. Latency: with no stalls, output beat *k* of a packet is accepted 4 + *k*
-    cycles after the packet's first input beat (1 cycle after the input beat completing it; the final
-    beat may be a flush beat following the packet's last input beat, overlapped with the next packet).
+    when the output is stalled. Latency: the output register is loaded in the cycle the input beat
+    completing an output beat is accepted. With no stalls, output beat *k* of a whole packet is accepted
+    4 + *k* cycles after the packet's first input beat; the output beat holding the packet's last byte
+    :data:`LATENCY` = 1 cycle after the input beat holding it, or :data:`LATENCY_MAX` = 2 when it lies
+    past the realignment shift of the final beat (a flush beat following the packet's last input beat,
+    overlapped with the next packet). A partial overlap's tail starts at any lane and follows the same rule.
 
     Members
     -------
@@ -143,31 +160,36 @@ class MoldUDP64Receiver(wiring.Component):
         fwd = Signal()                                     # forward this packet (valid with `decide`)
         gap_event = Signal()
 
+        overlap = Signal()                                 # a partial overlap (valid with `decide`)
         with m.If(decide):
-            with m.If(new_session):
-                m.d.comb += inc["session"].eq(1)
-                m.d.sync += [st.has_session.eq(1), st.session.eq(session)]
-                m.d.sync += st.expected.eq(Mux(control, seq, end_seq))
-                m.d.comb += fwd.eq(~control)
-            with m.Elif(control):
-                with m.If(seq > st.expected):
-                    m.d.comb += gap_event.eq(1)
-                    m.d.sync += st.expected.eq(seq)
-            with m.Elif(seq == st.expected):
-                m.d.comb += fwd.eq(1)
-                m.d.sync += st.expected.eq(end_seq)
-            with m.Elif(seq > st.expected):
-                m.d.comb += [fwd.eq(1), gap_event.eq(1)]
-                m.d.sync += st.expected.eq(end_seq)
-            with m.Elif(end_seq <= st.expected):
-                m.d.comb += inc["duplicate"].eq(1)
+            with m.If(seq == 0):
+                m.d.comb += [inc["unsequenced"].eq(1), fwd.eq(~control)]
             with m.Else():
-                m.d.comb += inc["overlap"].eq(1)
-            with m.If(count == 0):
-                m.d.comb += inc["heartbeat"].eq(1)
-            with m.Elif(count == 0xFFFF):
-                m.d.comb += inc["end_session"].eq(1)
-            m.d.comb += inc["accepted"].eq(fwd)
+                with m.If(new_session):
+                    m.d.comb += inc["session"].eq(1)
+                    m.d.sync += [st.has_session.eq(1), st.session.eq(session)]
+                    m.d.sync += st.expected.eq(Mux(control, seq, end_seq))
+                    m.d.comb += fwd.eq(~control)
+                with m.Elif(control):
+                    with m.If(seq > st.expected):
+                        m.d.comb += gap_event.eq(1)
+                        m.d.sync += st.expected.eq(seq)
+                with m.Elif(seq == st.expected):
+                    m.d.comb += fwd.eq(1)
+                    m.d.sync += st.expected.eq(end_seq)
+                with m.Elif(seq > st.expected):
+                    m.d.comb += [fwd.eq(1), gap_event.eq(1)]
+                    m.d.sync += st.expected.eq(end_seq)
+                with m.Elif(end_seq <= st.expected):
+                    m.d.comb += inc["duplicate"].eq(1)
+                with m.Else():
+                    m.d.comb += [inc["overlap"].eq(1), overlap.eq(1), fwd.eq(1)]
+                    m.d.sync += st.expected.eq(end_seq)
+                with m.If(count == 0):
+                    m.d.comb += inc["heartbeat"].eq(1)
+                with m.Elif(count == 0xFFFF):
+                    m.d.comb += inc["end_session"].eq(1)
+                m.d.comb += inc["accepted"].eq(fwd & ~overlap)
 
         m.d.comb += inc["gap"].eq(gap_event)
         with m.If(gap_event):
@@ -217,39 +239,77 @@ class MoldUDP64Receiver(wiring.Component):
         blocks_ok = (n_start == boff + avail) & (n_blocks == count_now) & ~n_hi_pend & ~n_short
         m.d.comb += inc["count_error"].eq(packet_end & ~blocks_ok)
 
-        # --- re-alignment: output beat k = lanes 4..7 of input beat 2+k and lanes 0..3 of beat 3+k ---
+        # --- re-alignment. The output starts at packet byte S (20, or a partial overlap's first new block,
+        # found by the walker) with S in input beat j at lane L. Output beat k is bytes S+8k..S+8k+7: with
+        # shift = L (1..7) lanes shift..7 of input beat j+k and lanes 0..shift-1 of beat j+k+1; with L = 0
+        # (shift 8) input beat j+k itself.
         first_seq = Signal(64)
-        emitting = Signal()
-        left = Signal(32)
+        emitting = Signal()                               # started: output beats follow the input beats
+        armed = Signal()                                  # partial overlap: waiting for block `skip`
+        skip = Signal(16)
+        shift = Signal(range(9), init=4)
+        prev = Signal(64)
         flush = Signal()
-        flush_n = Signal(range(5))
+        flush_n = Signal(range(8))
         emit = Signal()
         e_data = Signal(64)
         e_n = Signal(range(9))
         e_last = Signal()
 
+        with m.If(take):
+            m.d.sync += prev.eq(cur)
         with m.If(decide & fwd):
-            m.d.sync += [first_seq.eq(seq), left.eq(cur[32:])]
-            with m.If(~last):
-                m.d.sync += emitting.eq(1)
-            with m.Elif(avail > 4):
-                m.d.sync += [flush.eq(1), flush_n.eq(avail - 4)]
+            m.d.sync += first_seq.eq(Mux(overlap, st.expected, seq))
+            with m.If(overlap):
+                m.d.sync += [armed.eq(~last), skip.eq(st.expected - seq)]
+            with m.Else():
+                m.d.sync += shift.eq(4)
+                with m.If(~last):
+                    m.d.sync += emitting.eq(1)
+                with m.Elif(avail > 4):
+                    m.d.sync += [flush.eq(1), flush_n.eq(avail - 4)]
 
-        with m.If(take & (beat == 3) & emitting):
-            m.d.sync += left.eq(cur[32:])
-            m.d.comb += [emit.eq(1), e_data.eq(Cat(left, cur[:32]))]
-            with m.If(last & (avail > 4)):
+        # A partial overlap's first new block starts in this beat at lane `lane`.
+        found = Signal()
+        m.d.comb += found.eq(take & armed & ~hi_pend & ~short & (start >= boff) & (start < boff + avail) &
+                             (blocks == skip))
+        with m.If(take & armed & last):
+            m.d.sync += armed.eq(0)
+        with m.If(found):
+            m.d.sync += [armed.eq(0), shift.eq(Mux(lane == 0, 8, lane))]
+            with m.If(lane == 0):
+                # The tail starts at lane 0: this beat is its first output beat.
+                m.d.comb += [emit.eq(1), e_data.eq(cur), e_n.eq(avail), e_last.eq(last)]
+                m.d.sync += emitting.eq(~last)
+            with m.Elif(~last):
+                m.d.sync += emitting.eq(1)
+            with m.Else():
+                m.d.sync += [flush.eq(1), flush_n.eq(avail - lane)]
+
+        window = Signal(64)
+        with m.Switch(shift):
+            for k in range(1, 9):
+                with m.Case(k):
+                    m.d.comb += window.eq(Cat(prev, cur)[8 * k: 8 * k + 64])
+        with m.If(take & emitting):
+            m.d.comb += [emit.eq(1), e_data.eq(window)]
+            with m.If(last & (avail > shift)):
                 m.d.comb += e_n.eq(8)
-                m.d.sync += [emitting.eq(0), flush.eq(1), flush_n.eq(avail - 4)]
+                m.d.sync += [emitting.eq(0), flush.eq(1), flush_n.eq(avail - shift)]
             with m.Elif(last):
-                m.d.comb += [e_n.eq(4 + avail), e_last.eq(1)]
+                m.d.comb += [e_n.eq(8 - shift + avail), e_last.eq(1)]
                 m.d.sync += emitting.eq(0)
             with m.Else():
                 m.d.comb += e_n.eq(8)
 
         # A flush beat follows a packet's last beat; the input beat accepted with it starts the next packet.
+        flush_data = Signal(64)
+        with m.Switch(shift):
+            for k in range(1, 8):
+                with m.Case(k):
+                    m.d.comb += flush_data.eq(prev[8 * k:])
         with m.If(flush & can_load):
-            m.d.comb += [emit.eq(1), e_data.eq(left), e_n.eq(flush_n), e_last.eq(1)]
+            m.d.comb += [emit.eq(1), e_data.eq(flush_data), e_n.eq(flush_n), e_last.eq(1)]
             m.d.sync += flush.eq(0)
 
         with m.If(emit):

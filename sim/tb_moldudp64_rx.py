@@ -11,7 +11,7 @@ import struct
 
 import cocotb
 
-from tickgate.fpga.moldudp64_rx import MIN_MESSAGE, MOLD_COUNTERS
+from tickgate.fpga.moldudp64_rx import LATENCY, LATENCY_MAX, MIN_MESSAGE, MOLD_COUNTERS
 from tickgate.sim.tb import StreamTB
 
 MATRIX = dict(idle=[False, True], backpressure=[False, True])
@@ -50,6 +50,19 @@ def blocks_ok(area: bytes, count: int) -> bool:
     return pos == len(area) and n == count
 
 
+def skip_blocks(pkt: bytes, skip: int) -> int | None:
+    """Packet offset of message block ``skip`` as the block walker finds it, or None when it cannot."""
+    pos = 20
+    for _ in range(skip):
+        if pos + 2 > len(pkt):
+            return None
+        length, = struct.unpack_from(">H", pkt, pos)
+        if length < MIN_MESSAGE:
+            return None
+        pos += 2 + length
+    return pos
+
+
 class MoldModel:
     """What MoldUDP64Receiver's docstring specifies, packet by packet."""
 
@@ -74,16 +87,22 @@ class MoldModel:
             return
         session, seq, count = struct.unpack_from(">10sQH", pkt)
         control = count in (0, 0xFFFF)
+        if seq == 0:                        # unsequenced: forwarded as is, sequencing untouched
+            self.counts["unsequenced"] += 1
+            if not control:
+                self._forward(0, pkt, 20, count)
+            return
         if count == 0:
             self.counts["heartbeat"] += 1
         elif count == 0xFFFF:
             self.counts["end_session"] += 1
-        fwd = False
         if session != self.session:
             self.counts["session"] += 1
             self.session = session
             self.expected = seq if control else seq + count
-            fwd = not control
+            if not control:
+                self.counts["accepted"] += 1
+                self._forward(seq, pkt, 20, count)
         elif control:
             if seq > self.expected:
                 self._gap(seq)
@@ -91,19 +110,22 @@ class MoldModel:
         elif seq >= self.expected:
             if seq > self.expected:
                 self._gap(seq)
+            self.counts["accepted"] += 1
+            self._forward(seq, pkt, 20, count)
             self.expected = seq + count
-            fwd = True
         elif seq + count <= self.expected:
             self.counts["duplicate"] += 1
         else:
             self.counts["overlap"] += 1
-        if fwd:
-            self.counts["accepted"] += 1
-            area = pkt[20:]
-            if area:
-                self.out.append((seq, area))
-            if not blocks_ok(area, count):
-                self.counts["count_error"] += 1
+            skip = self.expected - seq
+            self._forward(self.expected, pkt, skip_blocks(pkt, skip), count)
+            self.expected = seq + count
+
+    def _forward(self, seq, pkt, start, count):
+        if start is not None and start < len(pkt):
+            self.out.append((seq, pkt[start:]))
+        if not blocks_ok(pkt[20:], count):
+            self.counts["count_error"] += 1
 
     def clear_gap(self):
         self.gap = False
@@ -290,6 +312,7 @@ async def test_latency(dut, idle, backpressure):
             cycle, last = next(outs)
             assert cycle - start == FIRST_BEAT_LATENCY + k, (n, k, cycle - start)
             assert last == (k == (n - 1) // 8)
+    assert_last_byte_latency(tb, pkts)
 
 
 @cocotb.test()
@@ -311,6 +334,107 @@ async def test_random(dut, idle, backpressure):
             stream[k], stream[k + 1] = stream[k + 1], stream[k]
     b, _ = session_packets(rng, b"RANDOM0002", 1, 5)
     await check(tb, MoldModel(), stream + b)
+
+
+def assert_last_byte_latency(tb, pkts):
+    """The output beat holding each forwarded packet's last byte is accepted LATENCY (or LATENCY_MAX, flush)
+    cycles after the input beat holding it; whole packets' beat k at 4 + k. For a run without stalls."""
+    model = MoldModel()
+    outs, ins = iter(tb.beats_out), iter(tb.beats_in)
+    for pkt, start in zip(pkts, tb.frames_in):
+        beats = [next(ins)[0] for _ in range((len(pkt) + 7) // 8)]
+        before = len(model.out)
+        model.feed(pkt)
+        if len(model.out) == before:
+            continue
+        area = model.out[-1][1]
+        n = (len(area) + 7) // 8
+        cycles = [next(outs)[0] for _ in range(n)]
+        if len(area) == len(pkt) - 20:
+            assert cycles == [start + 4 + k for k in range(n)], (cycles, start)
+        assert cycles[-1] - beats[-1] in (LATENCY, LATENCY_MAX), (cycles[-1] - beats[-1], len(pkt), len(area))
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_unsequenced(dut, idle, backpressure):
+    """Sequence 0 (zeroed session and sequence, as in the anonymised captures): forwarded in order, counted,
+    sequencing untouched, before and after a session is adopted."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(8)
+    z = bytes(10)
+    s = b"SEQUENCED1"
+    pkts = [packet(z, 0, random_messages(rng, 1)) for _ in range(5)]
+    pkts += [packet(s, 100, random_messages(rng, 2)), packet(z, 0, random_messages(rng, 3)), heartbeat(z, 0),
+             packet(s, 102, random_messages(rng, 1)), packet(z, 0, random_messages(rng, 1)),
+             packet(s, 103, random_messages(rng, 1))]
+    model = MoldModel()
+    await check(tb, model, pkts)
+    assert model.counts["unsequenced"] == 8 and model.counts["gap"] == 0 and model.expected == 104
+    assert model.counts["session"] == 1 and model.counts["heartbeat"] == 0
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_partial_overlap(dut, idle, backpressure):
+    """A packet starting below and ending above the expected sequence: its new tail alone is forwarded,
+    starting at every lane; user = the first new sequence; no gap follows."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(9)
+    s = b"OVERLAP001"
+    pkts, seq = [], 1
+    for k in range(40):
+        msgs = [bytes(rng.randrange(256) for _ in range(7 + (k + j) % 9)) for j in range(rng.randrange(2, 6))]
+        cut = rng.randrange(1, len(msgs))
+        pkts.append(packet(s, seq, msgs[:cut]))           # the first part arrives alone...
+        pkts.append(packet(s, seq, msgs))                 # ...then the whole, overlapping it
+        seq += len(msgs)
+    pkts.append(packet(s, seq, random_messages(rng, 2)))
+    model = MoldModel()
+    await check(tb, model, pkts)
+    assert model.counts["overlap"] == 40 and model.counts["gap"] == 0 and model.counts["count_error"] == 0
+    lanes = {(len(p) - len(a)) % 8 for (_, a), p in zip(model.out[1::2], pkts[1::2])}
+    assert lanes == set(range(8)), lanes
+    if not idle and not backpressure:
+        assert_last_byte_latency(tb, pkts)
+
+
+@cocotb.test()
+@cocotb.parametrize(**MATRIX)
+async def test_ab_repacked(dut, idle, backpressure):
+    """Lines A and B carry the same messages packed differently, with losses: the merge is lossless (every
+    message once, in order) wherever one line covers what the other lost."""
+    tb = await setup(dut, idle, backpressure)
+    rng = random.Random(10)
+    s = b"REPACKED01"
+    msgs = random_messages(rng, 300, hi=40)
+
+    def line(seed):
+        r = random.Random(seed)
+        out, seq = [], 1
+        while seq <= len(msgs):
+            n = min(r.randrange(1, 8), len(msgs) - seq + 1)
+            out.append((seq, packet(s, seq, msgs[seq - 1:seq - 1 + n])))
+            seq += n
+        return out
+
+    a, b = line(1), line(2)
+    lost_a = set(rng.sample(range(len(a)), len(a) // 8))
+    merged = []
+    ia = ib = 0
+    while ia < len(a) or ib < len(b):
+        if ib >= len(b) or (ia < len(a) and a[ia][0] <= b[ib][0]):
+            if ia not in lost_a:
+                merged.append(a[ia][1])
+            ia += 1
+        else:
+            merged.append(b[ib][1])
+            ib += 1
+    model = MoldModel()
+    await check(tb, model, merged)
+    delivered = b"".join(area for _, area in model.out)
+    assert delivered == blocks(msgs)
+    assert model.counts["gap"] == 0 and model.counts["overlap"] > 0
 
 
 @cocotb.test()

@@ -22,13 +22,13 @@ def test_arguments():
 def test_axi_ports():
     names = set(top().signature.members)
     assert {"s_axis_tdata", "m_axis_tuser", "gap_clear", "status__gap", "status__first_missing",
-            "counters__duplicate", "counters__count_error"} <= names
+            "counters__duplicate", "counters__count_error", "counters__unsequenced", "counters__overlap"} <= names
 
 
 @pytest.mark.rtl
 def test_moldudp64_rx_verilator():
     result = runner.run(top(), toplevel="moldudp64_rx", test_module="tickgate.sim.tb_moldudp64_rx")
-    assert len(result.tests) == 6 * 4 + 1
+    assert len(result.tests) == 9 * 4 + 1
 
 
 @pytest.mark.rtl
