@@ -1,52 +1,70 @@
-"""The order book: BookOp stream in, TopOfBook stream out, plus a BBO/state lookup port for the risk gate.
+"""The order book: BookOp stream in, TopOfBook stream out, plus a state lookup port for the risk gate.
 
-:class:`MarketBook` keeps
+:class:`MarketBook` (v2) keeps
 
-* an **order table**: ``capacity`` orders in ``ways`` block RAMs (one per way) of ``capacity // ways``
-  buckets, indexed by an XOR fold of the 64-bit order reference (:meth:`MarketBook.bucket_of`) and matched
-  by a full 64-bit tag compare. An add that finds its bucket full is dropped, counted (``table_full``) and
-  its symbol is flagged ``degraded`` for good (until reset): the book never silently misses an order.
-* **price levels**: per symbol (``locate < symbols``; larger locates are counted in ``out_of_range`` and
-  ignored) and side, the exact aggregate size of ``window`` levels of ``tick`` price units each, plus a
-  ``window``-bit occupancy bitmap.
-* a **top-of-book** record per symbol (what the lookup port answers and the output stream prints).
+* a **locate -> slot table**: ``locates`` entries (block RAM), one per stock locate below ``locates``
+  (larger locates are counted in ``out_of_range`` and ignored). A locate gets one of ``symbols`` book slots
+  on its first valid add (a slot counter; slots are never freed). When the slots run out, the add is
+  dropped and counted (``no_slot``), and the first such add of a locate emits one all-zero row flagged
+  ``degraded``: that symbol's book is not kept, and the flagged row says so (the lookup port answers
+  ``no_slot``). The table also holds each locate's trading state (H) and Reg SHO action (Y), with or
+  without a slot, encoded in 3 + 2 bits (codes outside ITCH's H/P/Q/T and 0/1/2 read back as ``?``).
+* an **order table**: ``capacity`` orders in ``ways`` block RAMs of ``capacity // ways`` buckets, indexed by
+  an XOR fold of the 64-bit reference (:meth:`MarketBook.bucket_of`), matched by a full 64-bit tag
+  compare. Each entry holds the order's slot, side, price and shares left. An add that finds its bucket
+  full is dropped, counted (``table_full``) and flags its symbol ``degraded`` until reset.
+* **price levels**: per slot and side, the best ``depth`` (K) levels as a sorted array of (price, size),
+  best first, in one block-RAM word per slot (both sides, read and written whole). An add/execute/cancel/
+  delete compares its price with all K entries in parallel: it updates a level, inserts a new one at its
+  sorted position (shifting the worse ones down) or removes an emptied one (shifting up). Exact for any
+  price (no tick grid).
 
-Window policy (no recentering): a symbol's window base is fixed by its first add whose price is a multiple
-of ``tick``: the window covers ``window`` ticks centred on that price (``base = price/tick - window/2``,
-clamped at 0), the same range for bids and asks. An order outside the window (or at a price that is not a
-multiple of ``tick``) stays in the order table (so its executions, cancels and deletes are still matched)
-but not in the levels; it is counted in ``out_of_window`` and, while any such order is live, its symbol's
-``out_of_window`` flag is set: the best price printed for that symbol may then be wrong (the true best
-could be outside the window), and the flag says so. Recentering is left for later (it needs a sweep of the
-symbol's orders).
+Depth overflow (the ``out_of_window`` flag bit and counter keep v1's names): when a side would hold more
+than K levels, the worst fall off. Per side the word keeps ``ovf``, the shares of live orders not in the
+array, and a bound ``B``: every untracked order's price is at or worse than ``B``, every tracked level is
+strictly better than ``B``. An add is tracked only if the side has no overflow or its price is strictly
+better than ``B``, and there is room or it beats the K-th level (which is then pushed out: its shares go to
+``ovf`` and its price becomes ``B``); otherwise it goes to ``ovf`` (``B`` moves to it if better). So an
+order is tracked exactly when a tracked level has its price: no per-order bit is needed, an execute/
+cancel/delete takes its shares off the matching level or, if none matches, off ``ovf``. ``B`` is
+meaningless (and reset) once ``ovf`` reaches 0. The best price of a side is exact while the side has a
+tracked level; when the array empties while ``ovf > 0`` the best is unknown, the side reads (0, 0) and the
+symbol's rows carry ``out_of_window`` (the bit means "depth overflow: this BBO may be wrong") until a
+tracked level returns or the overflow drains. ``counters.out_of_window`` counts levels and orders that
+went to overflow.
 
-Semantics follow :class:`tickgate.model.book.OrderBook` (duplicate adds ignored, first wins; adds of 0
-shares or price 0 ignored; executions clamp at the shares left; unknown references counted per kind, no
-book change; a replace of an unknown reference adds nothing). One difference by design: an operation on
-an existing order is matched on its reference *and* the message's locate (ITCH guarantees they agree); a
-mismatch counts as an unknown reference.
+Semantics follow :class:`tickgate.model.book.OrderBook` exactly (duplicate adds ignored, first wins; adds
+of 0 shares or price 0 ignored; executions clamp at the shares left; unknown references counted per kind;
+a replace of an unknown reference adds nothing; a replace whose new reference is live still removes the
+original), with one exception for input ITCH forbids: an execute/cancel/delete/replace is applied only if
+the order belongs to the message's own locate (the level word is read by the message's locate, which
+saves a cycle). A mismatch is counted (``locate_mismatch``), the message is ignored and every later row
+is flagged ``degraded`` (the book may differ from the model from then on).
 
 A TopOfBook record is emitted for exactly those messages that change their symbol's best bid or best ask
-(price or size). Its flags: ``stale`` is the ``stale`` input (a MoldUDP64 gap), ``degraded`` and
-``out_of_window`` are the symbol's flags after the message.
+(price or size) -- the model's rows -- and, beyond the model, for messages that change the symbol's
+``degraded`` or ``out_of_window`` flag (so a consumer learns at once that a symbol went unreliable, and
+when it is exact again), plus the flagged row of a locate refused a slot. Flags: ``stale`` is the ``stale`` input,
+``degraded`` the symbol's table-full flag (or a locate mismatch seen), ``out_of_window`` a side's best
+unknown.
 
-Latency and rate: one BookOp per cycle, except REPLACE, which takes two cycles (it is run as a delete
-and an add; the input is not ready in the cycle after a REPLACE). From the input handshake to the output
-handshake is exactly :attr:`MarketBook.LATENCY` cycles (``LATENCY + 1`` for a REPLACE) while the output is
-ready. Read-modify-write hazards between consecutive operations (same order, bucket, level or symbol) are
-resolved by forwarding from the last two writes of each memory, never by stalling. Every block RAM output
-is registered. Backpressure on the output is absorbed by a FIFO; the input is held off (credits) only when
-the FIFO could overflow. After reset the block sweeps its memories to zero (input not ready) for
-``symbols * 2 * window`` cycles (or ``capacity // ways``, whichever is larger).
+Latency and rate: :attr:`MarketBook.LATENCY` (6) cycles from the BookOp handshake to the TopOfBook record
+(valid on ``o_stream`` while it is ready) for every message, REPLACE included; ``applied``/
+``applied_seq`` strobe at the same cycle for every message, row or not. Rate: 1 op/cycle; REPLACE 2 (it
+runs as a delete and an add micro-op; the input is not ready in the cycle after it, and the other ops'
+records wait one cycle so every message has the same latency). Read-modify-write hazards between
+consecutive micro-ops (same order, bucket, locate or slot) are resolved by forwarding from the last two
+writes of each memory, never by stalling. Every block-RAM output is registered. Output backpressure is
+absorbed by a FIFO (bypassed when empty); the input is held off only when the FIFO could overflow. After
+reset the block sweeps its memories to zero (input not ready) for :attr:`MarketBook.clear_cycles`.
 
-Timing: not yet measured on the ECP5 (place and route of the default sizing is still to do). The longest
-path is expected in stage 2 (forwarding mux, four 64-bit tag compares, way select, the new entry and the
-symbol-state update in one cycle); if it misses 156 MHz, split the tag compare into its own stage (the
-forwarding then covers three writes instead of two).
+Pipeline (micro-op issued at cycle 0): 0 order-table and slot-table reads; 2 tag compare, order and slot
+read-modify-write, level-word read; 4 level read-modify-write (the K-wide compare/shift: the critical
+loop), BBO change; 5 row register; 6 record out (REPLACE's add half, issued at 1, skips the row register).
 
 Lookup port: ``lookup.locate``/``lookup.valid`` in at cycle 0, ``lookup.result``/``lookup.result_valid``
-out at cycle :attr:`MarketBook.LOOKUP_LATENCY` (2); the answer reflects every message whose TopOfBook
-stage finished before the request.
+at cycle :attr:`MarketBook.LOOKUP_LATENCY` (4): BBO, the top ``lookup_depth`` levels of each side, trading
+state, Reg SHO, flags, per-side overflow; it reflects every message whose level stage finished before it.
 """
 
 # No `from __future__ import annotations`: Amaranth reads the annotations as shapes.
@@ -56,40 +74,56 @@ from amaranth.lib.wiring import In, Out
 
 from .book_records import BookFlags, BookOp, BookOpKind, TopOfBook
 
-__all__ = ["BOOK_DEFAULTS", "BookState", "LookupSignature", "CountersSignature", "MarketBook"]
+__all__ = ["BOOK_DEFAULTS", "COUNTERS", "Level", "book_state", "LookupSignature", "CountersSignature",
+           "MarketBook", "TRADING_STATES", "REG_SHO_ACTIONS"]
 
-#: Default sizing, in one place. Estimated ECP5 block RAM (18 kbit each): order table ~56, price levels
-#: 2 x 32 (written once, read twice: Yosys duplicates it), the rest a few: about 125 of the 85F's 208.
-BOOK_DEFAULTS = dict(capacity=8192, ways=4, symbols=64, window=128, tick=100)
+#: Default sizing, in one place. Estimated ECP5 block RAM (DP16KD, 18 kbit): order table 64, level words
+#: 512 x 1697 bits ~48, lookup copy of the top 4 ~15, locate table 16384 x 17 bits twice (pipeline and
+#: lookup read ports) ~34: about 160 of the 85F's 208.
+BOOK_DEFAULTS = dict(capacity=8192, ways=4, symbols=512, depth=12, locates=16384, lookup_depth=4)
+
+#: Trading-state and Reg SHO codes the locate table stores (index + 1; 0 = none seen, 7/3 = another code).
+TRADING_STATES = "HPQT"
+REG_SHO_ACTIONS = "012"
+
+#: Counter names, each a 32-bit wrapping count.
+COUNTERS = ("unknown_execute", "unknown_cancel", "unknown_delete", "unknown_replace", "duplicate_adds",
+            "invalid_adds", "overfills", "table_full", "out_of_window", "out_of_range", "no_slot",
+            "locate_mismatch")
 
 
-class BookState(data.Struct):
-    """What the lookup port answers for one locate."""
-    bid_px: unsigned(32)
-    bid_sz: unsigned(32)
-    ask_px: unsigned(32)
-    ask_sz: unsigned(32)
-    trading_state: unsigned(8)   # last H code (ASCII, e.g. ord("T")), 0 until one is seen
-    reg_sho: unsigned(8)         # last Y code (ASCII "0"/"1"/"2"), 0 until one is seen
-    flags: BookFlags
-    out_of_range: unsigned(1)    # locate >= symbols: nothing is known about it
+class Level(data.Struct):
+    px: unsigned(32)
+    sz: unsigned(32)          # 0: empty entry (then px is 0 too)
+
+
+def book_state(depth):
+    """What the lookup port answers for one locate, with the top ``depth`` levels of each side."""
+    return data.StructLayout({
+        "bid_px": 32, "bid_sz": 32, "ask_px": 32, "ask_sz": 32,
+        "trading_state": 8,        # last H code (ASCII), 0 until one is seen, "?" for an unexpected code
+        "reg_sho": 8,              # last Y code (ASCII), likewise
+        "flags": BookFlags,
+        "out_of_range": 1,         # locate >= locates, or no slot: no book is known for it
+        "no_slot": 1,              # the locate was refused a slot (slots exhausted)
+        "bid_overflow": 1,         # the side has orders beyond the tracked levels
+        "ask_overflow": 1,
+        "bids": data.ArrayLayout(Level, depth),   # best first; empty entries are (0, 0)
+        "asks": data.ArrayLayout(Level, depth),
+    })
 
 
 class LookupSignature(wiring.Signature):
-    """Requester's view: drive ``locate``/``valid``; ``result``/``result_valid`` follow 2 cycles later."""
+    """Requester's view: drive ``locate``/``valid``; ``result``/``result_valid`` follow 4 cycles later."""
 
-    def __init__(self):
+    def __init__(self, depth):
+        self.depth = depth
         super().__init__({
             "valid": Out(1),
             "locate": Out(16),
             "result_valid": In(1),
-            "result": In(BookState),
+            "result": In(book_state(depth)),
         })
-
-
-#: Counter names, each a 32-bit wrapping count.
-COUNTERS = ("unknown_execute", "unknown_cancel", "unknown_delete", "unknown_replace", "duplicate_adds",
-            "invalid_adds", "overfills", "table_full", "out_of_window", "out_of_range")
 
 
 class CountersSignature(wiring.Signature):
@@ -113,6 +147,7 @@ class _UOp(data.Struct):
     kind: _UKind
     op: BookOpKind
     last: unsigned(1)     # the last micro-op of its message (0 only for REPL_DEL)
+    oor: unsigned(1)      # locate >= locates
     seq: unsigned(32)
     locate: unsigned(16)
     ref: unsigned(64)
@@ -126,24 +161,17 @@ def _log2(n):
     return n.bit_length() - 1
 
 
-def _priority(bits, width, high):
-    """(any, index) of the highest (``high``) or lowest set bit of ``bits``: a log2(width)-deep tree."""
-    if width == 1:
-        return bits[0], Const(0, 0)
-    half = width // 2
-    lo_any, lo_idx = _priority(bits[:half], half, high)
-    hi_any, hi_idx = _priority(bits[half:], half, high)
-    take_hi = hi_any if high else ~lo_any
-    return lo_any | hi_any, Mux(take_hi, Cat(hi_idx, Const(1, 1)), Cat(lo_idx, Const(0, 1)))
+def _is_pow2(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1)
 
 
 class _FwdMemory:
     """A block RAM read at cycle c and read-modify-written at cycle c+2.
 
     :meth:`read` takes an address at cycle c and returns the value at cycle c+2 as it is after every write
-    made before cycle c+2: the (registered) RAM output, overridden by the last two writes (made at c and
-    c+1, which a read-before-write port misses) when their address matches. Write with ``we``/``waddr``/
-    ``wdata`` (comb). While ``clearing`` the write port sweeps zeros instead.
+    made before cycle c+2: the registered RAM output, overridden by the last two writes (made at c and c+1,
+    which the read port misses) when their address matches. Write with ``we``/``waddr``/``wdata`` (comb).
+    While ``clearing`` the write port sweeps zeros instead. :meth:`read_raw` is a plain registered read.
     """
 
     def __init__(self, m, name, shape, depth, clearing, clear_addr):
@@ -157,15 +185,13 @@ class _FwdMemory:
             m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_addr), wp.data.eq(0)]
         with m.Else():
             m.d.comb += [wp.en.eq(self.we), wp.addr.eq(self.waddr), wp.data.eq(self.wdata)]
-        # hist[0]: the write made one cycle ago, hist[1]: two cycles ago.
-        self._hist = []
+        self._hist = []          # [0]: the write made one cycle ago, [1]: two cycles ago
+        src = (wp.en, wp.addr, wp.data)
         for i in range(2):
             h = (Signal(name=f"{name}_h{i}_en"), Signal(range(depth), name=f"{name}_h{i}_addr"),
                  Signal(shape, name=f"{name}_h{i}_data"))
-            self._hist.append(h)
-        src = (wp.en, wp.addr, wp.data)
-        for h in self._hist:
             m.d.sync += [h[0].eq(src[0]), h[1].eq(src[1]), h[2].eq(src[2])]
+            self._hist.append(h)
             src = h
         self._ports = 0
 
@@ -192,61 +218,65 @@ class _FwdMemory:
         return merged
 
     def read_raw(self, addr):
-        """Plain read: the RAM content after writes made before cycle c, at cycle c+2 (no forwarding)."""
         return self._port(addr)[1]
 
 
 class MarketBook(wiring.Component):
-    """Order table + price levels + top of book. See the module docstring for policy and semantics.
+    """Locate table + order table + top-K price levels + top of book. See the module docstring for policy,
+    semantics and timing.
 
-    Parameters (defaults in :data:`BOOK_DEFAULTS`): ``capacity`` orders (power of two), ``ways`` per
-    bucket (power of two), ``symbols`` locates tracked (power of two), ``window`` price levels per side
-    (power of two, >= 2), ``tick`` price units per level, ``fifo_depth`` output FIFO entries.
+    Parameters (defaults in :data:`BOOK_DEFAULTS`): ``capacity`` orders and ``ways`` per bucket (powers of
+    two), ``symbols`` book slots (power of two), ``depth`` (K) tracked levels per side (2..32),
+    ``locates`` size of the locate table (power of two, <= 65536), ``lookup_depth`` levels per side the
+    lookup port returns (1..depth), ``fifo_depth`` output FIFO entries.
 
     Ports: ``i_stream`` (BookOp), ``o_stream`` (TopOfBook), ``lookup`` (:class:`LookupSignature`),
-    ``counters`` (:class:`CountersSignature`), ``stale`` in.
-
-    Latency :attr:`LATENCY` cycles from BookOp handshake to TopOfBook handshake (REPLACE: one more);
-    rate one op per cycle (REPLACE: two cycles); lookup answered in :attr:`LOOKUP_LATENCY` cycles.
+    ``counters`` (:class:`CountersSignature`), ``stale`` in, ``applied``/``applied_seq`` out (one-cycle
+    strobe and the seq of each message as it takes effect, :attr:`LATENCY` cycles after its handshake).
     """
 
-    LATENCY = 10
-    LOOKUP_LATENCY = 2
+    LATENCY = 6
+    LOOKUP_LATENCY = 4
 
-    def __init__(self, *, capacity=None, ways=None, symbols=None, window=None, tick=None, fifo_depth=16):
+    def __init__(self, *, capacity=None, ways=None, symbols=None, depth=None, locates=None,
+                 lookup_depth=None, fifo_depth=16):
         p = dict(BOOK_DEFAULTS)
-        for k, v in dict(capacity=capacity, ways=ways, symbols=symbols, window=window, tick=tick).items():
-            if v is not None:
-                p[k] = v
-        for k in ("capacity", "ways", "symbols", "window"):
-            v = p[k]
-            if not isinstance(v, int) or v < 1 or v & (v - 1):
-                raise TypeError(f"{k} must be a positive power of two, not {v!r}")
-        if p["window"] < 2:
-            raise TypeError(f"window must be at least 2, not {p['window']!r}")
+        given = dict(capacity=capacity, ways=ways, symbols=symbols, depth=depth, locates=locates,
+                     lookup_depth=lookup_depth)
+        p.update({k: v for k, v in given.items() if v is not None})
+        for k in ("capacity", "ways", "symbols", "locates"):
+            if not _is_pow2(p[k]):
+                raise TypeError(f"{k} must be a positive power of two, not {p[k]!r}")
         if p["ways"] > p["capacity"]:
             raise TypeError(f"ways ({p['ways']}) must not exceed capacity ({p['capacity']})")
-        if p["symbols"] > 1 << 16:
-            raise TypeError(f"symbols must be at most 65536, not {p['symbols']!r}")
-        if not isinstance(p["tick"], int) or not 1 <= p["tick"] < 1 << 16:
-            raise TypeError(f"tick must be an integer in 1..65535, not {p['tick']!r}")
+        if p["symbols"] > 1 << 16 or p["locates"] > 1 << 16:
+            raise TypeError("symbols and locates must be at most 65536")
+        if not isinstance(p["depth"], int) or isinstance(p["depth"], bool) or not 2 <= p["depth"] <= 32:
+            raise TypeError(f"depth must be an integer in 2..32, not {p['depth']!r}")
+        ld = p["lookup_depth"]
+        if not isinstance(ld, int) or isinstance(ld, bool) or not 1 <= ld <= p["depth"]:
+            raise TypeError(f"lookup_depth must be an integer in 1..depth ({p['depth']}), not {ld!r}")
         if not isinstance(fifo_depth, int) or fifo_depth < self.LATENCY + 2:
             raise TypeError(f"fifo_depth must be an integer >= {self.LATENCY + 2}, not {fifo_depth!r}")
         self.capacity, self.ways, self.symbols = p["capacity"], p["ways"], p["symbols"]
-        self.window, self.tick, self.fifo_depth = p["window"], p["tick"], fifo_depth
+        self.depth, self.locates, self.lookup_depth = p["depth"], p["locates"], ld
+        self.fifo_depth = fifo_depth
         self.buckets = self.capacity // self.ways
+        self.state_layout = book_state(ld)
         super().__init__({
             "i_stream": In(stream.Signature(BookOp)),
             "o_stream": Out(stream.Signature(TopOfBook)),
-            "lookup": In(LookupSignature()),
+            "lookup": In(LookupSignature(ld)),
             "counters": Out(CountersSignature()),
             "stale": In(1),
+            "applied": Out(1),
+            "applied_seq": Out(32),
         })
 
     @property
     def clear_cycles(self):
         """Cycles the post-reset memory sweep takes."""
-        return max(self.buckets, self.symbols * 2 * self.window, self.symbols)
+        return max(self.buckets, self.symbols, self.locates)
 
     def bucket_of(self, ref):
         """The bucket of an order reference: XOR fold of the 64-bit ref. Works on ints and on Values."""
@@ -261,8 +291,9 @@ class MarketBook(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        W, S, TICK = self.window, self.symbols, self.tick
-        wbits, sbits = _log2(W), _log2(S)
+        K, S, NL, LD = self.depth, self.symbols, self.locates, self.lookup_depth
+        sbits = max(1, _log2(S))
+        lbits = _log2(NL)
 
         # ---- post-reset sweep of every memory
         clearing = Signal(init=1)
@@ -276,24 +307,24 @@ class MarketBook(wiring.Component):
             return _FwdMemory(m, name, shape, depth, clearing, clear_addr[:max(1, _log2(depth))])
 
         entry_layout = data.StructLayout({
-            "valid": 1, "ref": 64, "locate": 16, "buy": 1, "shares": 32, "idx": wbits, "inwin": 1,
+            "valid": 1, "ref": 64, "slot": sbits, "buy": 1, "shares": 32, "price": 32,
         })
-        sym_layout = data.StructLayout({
-            "base_valid": 1, "base": 32, "degraded": 1, "oow_live": range(self.capacity + 1),
-            "trading_state": 8, "reg_sho": 8,
+        loc_layout = data.StructLayout({"has": 1, "lost": 1, "slot": sbits, "state": 3, "sho": 2})
+        side_layout = data.StructLayout({
+            "lv": data.ArrayLayout(Level, K), "ovf": 48, "bound": 32,
         })
-        side_layout = data.StructLayout({"px": 32, "sz": 32})
-        tob_layout = data.StructLayout({"bid": side_layout, "ask": side_layout})
+        word_layout = data.StructLayout({"bid": side_layout, "ask": side_layout, "degraded": 1})
+        top_layout = data.StructLayout({
+            "bids": data.ArrayLayout(Level, LD), "asks": data.ArrayLayout(Level, LD),
+            "degraded": 1, "bid_ovf": 1, "ask_ovf": 1, "bid_unknown": 1, "ask_unknown": 1,
+        })
 
         ways = [fwdmem(f"way{i}", entry_layout, self.buckets) for i in range(self.ways)]
-        sym = fwdmem("sym", sym_layout, S)
-        levels = fwdmem("levels", 32, S * 2 * W)
-        bitmap = fwdmem("bitmap", W, S * 2)
-        tob = fwdmem("tob", tob_layout, S)
+        loctab = fwdmem("loctab", loc_layout, NL)
+        words = fwdmem("levels", word_layout, max(2, S))
+        tops = fwdmem("tops", top_layout, max(2, S))
 
-        counters = {name: getattr(self.counters, name) for name in ("unknown_execute", "unknown_cancel",
-                    "unknown_delete", "unknown_replace", "duplicate_adds", "invalid_adds", "overfills",
-                    "table_full", "out_of_window", "out_of_range")}
+        counters = {name: getattr(self.counters, name) for name in COUNTERS}
 
         def count(name, cond=1):
             with m.If(cond):
@@ -311,7 +342,7 @@ class MarketBook(wiring.Component):
                                            (out_fifo.level + in_flight < self.fifo_depth))
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
 
-        # ---- stage 0: BookOp -> micro-op; issue table and symbol reads
+        # ---- stage 0: BookOp -> micro-op; issue the order-table and locate-table reads
         op = self.i_stream.payload
         u0 = Signal(_UOp)
         with m.If(hold.valid):
@@ -321,50 +352,38 @@ class MarketBook(wiring.Component):
             m.d.comb += [
                 u0.valid.eq(1), u0.op.eq(op.kind), u0.last.eq(1), u0.seq.eq(op.seq),
                 u0.locate.eq(op.locate), u0.ref.eq(op.ref), u0.buy.eq(op.buy), u0.shares.eq(op.shares),
-                u0.price.eq(op.price), u0.code.eq(op.code),
+                u0.price.eq(op.price), u0.code.eq(op.code), u0.oor.eq(op.locate >= NL),
             ]
-            with m.If(op.locate >= S):
-                m.d.comb += u0.kind.eq(_UKind.NOP)
-                count("out_of_range", op.kind.as_value().matches(
-                    BookOpKind.ADD, BookOpKind.EXECUTE, BookOpKind.CANCEL, BookOpKind.DELETE,
-                    BookOpKind.REPLACE, BookOpKind.TRADING_STATE, BookOpKind.REG_SHO))
-            with m.Else():
-                with m.Switch(op.kind):
-                    with m.Case(BookOpKind.ADD):
-                        m.d.comb += u0.kind.eq(_UKind.ADD)
-                    with m.Case(BookOpKind.EXECUTE, BookOpKind.CANCEL):
-                        m.d.comb += u0.kind.eq(_UKind.REDUCE)
-                    with m.Case(BookOpKind.DELETE):
-                        m.d.comb += u0.kind.eq(_UKind.DELETE)
-                    with m.Case(BookOpKind.REPLACE):
-                        m.d.comb += [u0.kind.eq(_UKind.REPL_DEL), u0.last.eq(0)]
-                        m.d.sync += [
-                            hold.valid.eq(1), hold.kind.eq(_UKind.REPL_ADD), hold.op.eq(op.kind),
-                            hold.last.eq(1), hold.seq.eq(op.seq), hold.locate.eq(op.locate),
-                            hold.ref.eq(op.new_ref), hold.shares.eq(op.shares), hold.price.eq(op.price),
-                        ]
-                    with m.Case(BookOpKind.TRADING_STATE):
-                        m.d.comb += u0.kind.eq(_UKind.STATE)
-                    with m.Case(BookOpKind.REG_SHO):
-                        m.d.comb += u0.kind.eq(_UKind.SHO)
-                    with m.Default():
-                        m.d.comb += u0.kind.eq(_UKind.NOP)
+            with m.Switch(op.kind):
+                with m.Case(BookOpKind.ADD):
+                    m.d.comb += u0.kind.eq(_UKind.ADD)
+                with m.Case(BookOpKind.EXECUTE, BookOpKind.CANCEL):
+                    m.d.comb += u0.kind.eq(_UKind.REDUCE)
+                with m.Case(BookOpKind.DELETE):
+                    m.d.comb += u0.kind.eq(_UKind.DELETE)
+                with m.Case(BookOpKind.REPLACE):
+                    m.d.comb += [u0.kind.eq(_UKind.REPL_DEL), u0.last.eq(0)]
+                    m.d.sync += [
+                        hold.valid.eq(1), hold.kind.eq(_UKind.REPL_ADD), hold.op.eq(op.kind),
+                        hold.last.eq(1), hold.seq.eq(op.seq), hold.locate.eq(op.locate),
+                        hold.ref.eq(op.new_ref), hold.shares.eq(op.shares), hold.price.eq(op.price),
+                        hold.oor.eq(op.locate >= NL),
+                    ]
+                with m.Case(BookOpKind.TRADING_STATE):
+                    m.d.comb += u0.kind.eq(_UKind.STATE)
+                with m.Case(BookOpKind.REG_SHO):
+                    m.d.comb += u0.kind.eq(_UKind.SHO)
+                with m.Default():
+                    m.d.comb += u0.kind.eq(_UKind.NOP)
 
-        bucket0 = self.bucket_of(u0.ref)
-        way_rd = [w.read(bucket0) for w in ways]
-        sym_rd = sym.read(u0.locate[:sbits] if sbits else 0)
+        way_rd = [w.read(self.bucket_of(u0.ref)) for w in ways]
+        loc_rd = loctab.read(u0.locate[:lbits] if lbits else 0)
 
-        # ---- stage 1: price -> ticks (multiply by the reciprocal; exact for every 32-bit price)
         u1 = Signal(_UOp)
         u2 = Signal(_UOp)
         m.d.sync += [u1.eq(u0), u2.eq(u1)]
-        lt = (TICK - 1).bit_length()
-        shift = 32 + lt
-        recip = -(-(1 << shift) // TICK)
-        q2 = Signal(32)
-        m.d.sync += q2.eq((u1.price * recip) >> shift)
 
-        # ---- stage 2: order table and symbol state read-modify-write
+        # ---- stage 2: tag compare; order-table and locate-table read-modify-write; level-word read
         hits = Signal(self.ways)
         frees = Signal(self.ways)
         for i, e in enumerate(way_rd):
@@ -374,215 +393,305 @@ class MarketBook(wiring.Component):
         for i, e in enumerate(way_rd):
             with m.If(hits[i]):
                 m.d.comb += hit_entry.eq(e)
-        hit_way_1h = hits          # at most one way holds a given ref
         free_1h = frees & -frees   # lowest free way
-        found = hit & (hit_entry.locate == u2.locate)
 
-        # the window index of the micro-op's price (adds)
-        exact = q2 * TICK == u2.price
-        base_new = Mux(q2 >= W // 2, q2 - W // 2, 0)
-        base = Mux(sym_rd.base_valid, sym_rd.base, base_new)
-        add_idx = (q2 - base)[:wbits]
-        add_inwin = exact & (q2 >= base) & (q2 - base < W)
-
-        # the previous micro-op's REPL_DEL result, for its REPL_ADD
-        rd_found = Signal()
+        alloc = Signal(range(S + 1))            # next free slot
+        mismatch_seen = Signal()                # sticky: an op named an order of another locate
+        rd_found = Signal()                     # the previous micro-op was a REPL_DEL that found its order
         rd_buy = Signal()
 
-        sym_new = Signal(sym_layout)
-        m.d.comb += sym_new.eq(sym_rd)
+        loc_new = Signal(loc_layout)
+        m.d.comb += loc_new.eq(loc_rd)
+        loc_we = Signal()
         entry_new = Signal(entry_layout)
         way_we = Signal(self.ways)
 
-        # level op handed to stage 3
-        lv_valid = Signal()
-        lv_inc = Signal()
-        lv_mag = Signal(32)
-        lv_buy = Signal()
-        lv_idx = Signal(wbits)
+        slot2 = Signal(sbits)                   # the message's slot (allocated now for a first add)
+        has2 = Signal()
+        m.d.comb += [slot2.eq(loc_rd.slot), has2.eq(loc_rd.has & ~u2.oor)]
+
+        # level op handed to stage 4
+        lv_layout = data.StructLayout({
+            "valid": 1, "inc": 1, "buy": 1, "price": 32, "mag": 32, "slot": sbits, "has": 1,
+            "degrade": 1, "lost_row": 1, "mismatch": 1,
+        })
+        lv2 = Signal(lv_layout)
+        m.d.comb += [lv2.slot.eq(slot2), lv2.has.eq(has2), lv2.mismatch.eq(mismatch_seen)]
 
         k = u2.kind
-        is_add = u2.valid & (k == _UKind.ADD) | (k == _UKind.REPL_ADD) & rd_found
-        add_buy = Mux(k == _UKind.REPL_ADD, rd_buy, u2.buy)
-        with m.If(u2.valid):
-            with m.If(is_add):
-                with m.If(~sym_rd.base_valid & exact):
-                    m.d.comb += [sym_new.base_valid.eq(1), sym_new.base.eq(base_new)]
-                with m.If(hit):
-                    count("duplicate_adds")
-                with m.Elif((u2.shares == 0) | (u2.price == 0)):
-                    count("invalid_adds")
-                with m.Elif(frees == 0):
-                    count("table_full")
-                    m.d.comb += sym_new.degraded.eq(1)
-                with m.Else():
-                    m.d.comb += [
-                        way_we.eq(free_1h),
-                        entry_new.valid.eq(1), entry_new.ref.eq(u2.ref), entry_new.locate.eq(u2.locate),
-                        entry_new.buy.eq(add_buy), entry_new.shares.eq(u2.shares),
-                        entry_new.idx.eq(add_idx), entry_new.inwin.eq(add_inwin),
-                        lv_valid.eq(add_inwin), lv_inc.eq(1), lv_mag.eq(u2.shares), lv_buy.eq(add_buy),
-                        lv_idx.eq(add_idx),
-                    ]
-                    with m.If(~add_inwin):
-                        count("out_of_window")
-                        m.d.comb += sym_new.oow_live.eq(sym_rd.oow_live + 1)
-            with m.If(k.as_value().matches(_UKind.REDUCE, _UKind.DELETE, _UKind.REPL_DEL)):
-                with m.If(found):
-                    full = (k != _UKind.REDUCE) | (u2.shares >= hit_entry.shares)
-                    count("overfills", (k == _UKind.REDUCE) & (u2.shares > hit_entry.shares))
-                    m.d.comb += [
-                        way_we.eq(hit_way_1h),
-                        entry_new.eq(hit_entry),
-                        lv_valid.eq(hit_entry.inwin), lv_inc.eq(0), lv_buy.eq(hit_entry.buy),
-                        lv_idx.eq(hit_entry.idx),
-                    ]
-                    with m.If(full):
-                        m.d.comb += [entry_new.valid.eq(0), lv_mag.eq(hit_entry.shares)]
-                        with m.If(~hit_entry.inwin):
-                            m.d.comb += sym_new.oow_live.eq(sym_rd.oow_live - 1)
+        found = hit & has2 & (hit_entry.slot == loc_rd.slot)
+        valid_add = (u2.shares != 0) & (u2.price != 0)
+        with m.If(u2.valid & u2.oor):
+            count("out_of_range", k != _UKind.NOP)
+        with m.Elif(u2.valid):
+            with m.Switch(k):
+                with m.Case(_UKind.ADD):
+                    with m.If(hit):
+                        count("duplicate_adds")
+                    with m.Elif(~valid_add):
+                        count("invalid_adds")
                     with m.Else():
-                        m.d.comb += [entry_new.shares.eq(hit_entry.shares - u2.shares),
-                                     lv_mag.eq(u2.shares)]
-                with m.Else():
-                    count("unknown_execute", u2.op == BookOpKind.EXECUTE)
-                    count("unknown_cancel", u2.op == BookOpKind.CANCEL)
-                    count("unknown_delete", u2.op == BookOpKind.DELETE)
-                    count("unknown_replace", u2.op == BookOpKind.REPLACE)
-            with m.If(k == _UKind.REPL_DEL):
-                m.d.sync += [rd_found.eq(found), rd_buy.eq(hit_entry.buy)]
-                with m.If(found):
-                    m.d.comb += lv_buy.eq(hit_entry.buy)
-            with m.If(k == _UKind.REPL_ADD):
-                m.d.comb += lv_buy.eq(rd_buy)
-            with m.If(k == _UKind.STATE):
-                m.d.comb += sym_new.trading_state.eq(u2.code)
-            with m.If(k == _UKind.SHO):
-                m.d.comb += sym_new.reg_sho.eq(u2.code)
-        with m.If(~u2.valid | (k != _UKind.REPL_DEL)):
-            m.d.sync += rd_found.eq(0)
+                        can = Signal()
+                        with m.If(loc_rd.has):
+                            m.d.comb += can.eq(1)
+                        with m.Elif(alloc < S):
+                            m.d.comb += [can.eq(1), slot2.eq(alloc[:sbits]), has2.eq(1), loc_we.eq(1),
+                                         loc_new.has.eq(1), loc_new.slot.eq(alloc[:sbits])]
+                            m.d.sync += alloc.eq(alloc + 1)
+                        with m.Else():
+                            count("no_slot")
+                            with m.If(~loc_rd.lost):
+                                m.d.comb += [loc_we.eq(1), loc_new.lost.eq(1), lv2.lost_row.eq(1)]
+                        with m.If(can):
+                            with m.If(frees == 0):
+                                count("table_full")
+                                m.d.comb += lv2.degrade.eq(1)
+                            with m.Else():
+                                m.d.comb += [
+                                    way_we.eq(free_1h),
+                                    entry_new.valid.eq(1), entry_new.ref.eq(u2.ref), entry_new.slot.eq(slot2),
+                                    entry_new.buy.eq(u2.buy), entry_new.shares.eq(u2.shares),
+                                    entry_new.price.eq(u2.price),
+                                    lv2.valid.eq(1), lv2.inc.eq(1), lv2.buy.eq(u2.buy),
+                                    lv2.price.eq(u2.price), lv2.mag.eq(u2.shares),
+                                ]
+                with m.Case(_UKind.REDUCE, _UKind.DELETE, _UKind.REPL_DEL):
+                    with m.If(found):
+                        full = (k != _UKind.REDUCE) | (u2.shares >= hit_entry.shares)
+                        count("overfills", (k == _UKind.REDUCE) & (u2.shares > hit_entry.shares))
+                        m.d.comb += [
+                            way_we.eq(hits), entry_new.eq(hit_entry),
+                            lv2.valid.eq(1), lv2.inc.eq(0), lv2.buy.eq(hit_entry.buy),
+                            lv2.price.eq(hit_entry.price),
+                        ]
+                        with m.If(full):
+                            m.d.comb += [entry_new.valid.eq(0), lv2.mag.eq(hit_entry.shares)]
+                        with m.Else():
+                            m.d.comb += [entry_new.shares.eq(hit_entry.shares - u2.shares),
+                                         lv2.mag.eq(u2.shares)]
+                    with m.Elif(hit):
+                        count("locate_mismatch")
+                        m.d.sync += mismatch_seen.eq(1)
+                        m.d.comb += lv2.mismatch.eq(1)
+                    with m.Else():
+                        count("unknown_execute", u2.op == BookOpKind.EXECUTE)
+                        count("unknown_cancel", u2.op == BookOpKind.CANCEL)
+                        count("unknown_delete", u2.op == BookOpKind.DELETE)
+                        count("unknown_replace", u2.op == BookOpKind.REPLACE)
+                with m.Case(_UKind.REPL_ADD):
+                    with m.If(rd_found):
+                        with m.If(hit):
+                            count("duplicate_adds")
+                        with m.Elif(~valid_add):
+                            count("invalid_adds")
+                        with m.Elif(frees == 0):
+                            count("table_full")
+                            m.d.comb += lv2.degrade.eq(1)
+                        with m.Else():
+                            m.d.comb += [
+                                way_we.eq(free_1h),
+                                entry_new.valid.eq(1), entry_new.ref.eq(u2.ref), entry_new.slot.eq(slot2),
+                                entry_new.buy.eq(rd_buy), entry_new.shares.eq(u2.shares),
+                                entry_new.price.eq(u2.price),
+                                lv2.valid.eq(1), lv2.inc.eq(1), lv2.buy.eq(rd_buy),
+                                lv2.price.eq(u2.price), lv2.mag.eq(u2.shares),
+                            ]
+                with m.Case(_UKind.STATE):
+                    m.d.comb += loc_we.eq(1)
+                    for i, c in enumerate(TRADING_STATES):
+                        with m.If(u2.code == ord(c)):
+                            m.d.comb += loc_new.state.eq(i + 1)
+                    with m.If(~u2.code.matches(*(ord(c) for c in TRADING_STATES))):
+                        m.d.comb += loc_new.state.eq(7)
+                with m.Case(_UKind.SHO):
+                    m.d.comb += loc_we.eq(1)
+                    for i, c in enumerate(REG_SHO_ACTIONS):
+                        with m.If(u2.code == ord(c)):
+                            m.d.comb += loc_new.sho.eq(i + 1)
+                    with m.If(~u2.code.matches(*(ord(c) for c in REG_SHO_ACTIONS))):
+                        m.d.comb += loc_new.sho.eq(3)
+        m.d.sync += [rd_found.eq(u2.valid & (k == _UKind.REPL_DEL) & found), rd_buy.eq(hit_entry.buy)]
 
         b2 = self.bucket_of(u2.ref)
         for i, w in enumerate(ways):
             m.d.comb += [w.we.eq(way_we[i]), w.waddr.eq(b2), w.wdata.eq(entry_new)]
-        m.d.comb += [sym.we.eq(u2.valid & (k != _UKind.NOP)), sym.waddr.eq(u2.locate), sym.wdata.eq(sym_new)]
+        m.d.comb += [loctab.we.eq(loc_we), loctab.waddr.eq(u2.locate[:lbits] if lbits else 0),
+                     loctab.wdata.eq(loc_new)]
+        word_rd = words.read(slot2)
 
-        # ---- stage 3: level op; issue level and bitmap reads
-        lv_layout = data.StructLayout({
-            "valid": 1, "inc": 1, "mag": 32, "buy": 1, "idx": wbits, "base": 32,
-            "degraded": 1, "oow": 1,
-        })
-        lv2 = Signal(lv_layout)
-        m.d.comb += [
-            lv2.valid.eq(u2.valid & lv_valid), lv2.inc.eq(lv_inc), lv2.mag.eq(lv_mag), lv2.buy.eq(lv_buy),
-            lv2.idx.eq(lv_idx), lv2.base.eq(Mux(sym_new.base_valid, sym_new.base, 0)),
-            lv2.degraded.eq(sym_new.degraded), lv2.oow.eq(sym_new.oow_live != 0),
-        ]
-        # messages that do not change levels but are REPL_ADD still need the side of their REPL_DEL
-        stages_u = [u2]
-        stages_lv = [lv2]
-        for i in range(3, 10):
-            u, lv = Signal(_UOp, name=f"u{i}"), Signal(lv_layout, name=f"lv{i}")
-            m.d.sync += [u.eq(stages_u[-1]), lv.eq(stages_lv[-1])]
-            stages_u.append(u)
-            stages_lv.append(lv)
-        u = dict(zip(range(2, 10), stages_u))
-        lv = dict(zip(range(2, 10), stages_lv))
+        # ---- stage 3: carry the micro-op and its level op
+        u3, u4 = Signal(_UOp), Signal(_UOp)
+        lv3, lv4 = Signal(lv_layout), Signal(lv_layout)
+        m.d.sync += [u3.eq(u2), u4.eq(u3), lv3.eq(lv2), lv4.eq(lv3)]
 
-        def loc(i):
-            return u[i].locate[:sbits] if sbits else Const(0, 0)
+        # ---- stage 4: level read-modify-write (the K-wide compare and shift), BBO change
+        op4 = lv4
+        side = Signal(side_layout)
+        m.d.comb += side.eq(Mux(op4.buy, word_rd.bid.as_value(), word_rd.ask.as_value()))
+        e = side.lv
+        p, d = op4.price, op4.mag
+        live = [Signal(name=f"live{i}") for i in range(K)]
+        match = Signal(K)
+        better = Signal(K)       # p strictly better than entry i (or entry i empty): 0..01..1
+        zero = Signal(K)         # entry i would empty (its size equals the shares taken)
+        for i in range(K):
+            m.d.comb += [
+                live[i].eq(e[i].sz != 0),
+                match[i].eq(live[i] & (e[i].px == p)),
+                better[i].eq(~live[i] | Mux(op4.buy, p > e[i].px, p < e[i].px)),
+                zero[i].eq(e[i].sz == d),
+            ]
+        hit_lv = match.any()
+        ovf_any = side.ovf != 0
+        beats_bound = Mux(op4.buy, p > side.bound, p < side.bound)
+        new_side = Signal(side_layout)
+        m.d.comb += new_side.eq(side)
+        to_ovf = Signal()       # an add goes to overflow
+        push = Signal()         # an add pushes the K-th level out
+        with m.If(op4.valid & op4.has):
+            with m.If(op4.inc):
+                with m.If(hit_lv):
+                    for i in range(K):
+                        with m.If(match[i]):
+                            m.d.comb += new_side.lv[i].sz.eq(e[i].sz + d)
+                with m.Elif((~ovf_any | beats_bound) & better[K - 1]):
+                    for i in range(K):
+                        with m.If(better[i]):
+                            if i == 0:
+                                m.d.comb += [new_side.lv[0].px.eq(p), new_side.lv[0].sz.eq(d)]
+                            else:
+                                with m.If(better[i - 1]):
+                                    m.d.comb += new_side.lv[i].eq(e[i - 1])
+                                with m.Else():
+                                    m.d.comb += [new_side.lv[i].px.eq(p), new_side.lv[i].sz.eq(d)]
+                    with m.If(live[K - 1]):
+                        m.d.comb += [push.eq(1), new_side.ovf.eq(side.ovf + e[K - 1].sz),
+                                     new_side.bound.eq(e[K - 1].px)]
+                with m.Else():
+                    m.d.comb += [to_ovf.eq(1), new_side.ovf.eq(side.ovf + d)]
+                    with m.If(~ovf_any | beats_bound):
+                        m.d.comb += new_side.bound.eq(p)
+            with m.Else():
+                with m.If(hit_lv):
+                    removed = Signal(K)      # entries at or after an emptied match shift up
+                    for i in range(K):
+                        m.d.comb += removed[i].eq((match[:i + 1] & zero[:i + 1]).any())
+                    for i in range(K):
+                        nxt = e[i + 1].as_value() if i + 1 < K else Const(0, Level.as_shape().size)
+                        with m.If(removed[i]):
+                            m.d.comb += new_side.lv[i].eq(nxt)
+                        with m.Elif(match[i]):
+                            m.d.comb += new_side.lv[i].sz.eq(e[i].sz - d)
+                with m.Else():
+                    m.d.comb += new_side.ovf.eq(side.ovf - d)
+                    with m.If(side.ovf == d):
+                        m.d.comb += new_side.bound.eq(0)
+        count("out_of_window", to_ovf | push)
 
-        lvl_rd = levels.read(Cat(lv[3].idx, lv[3].buy, loc(3)))
-        bm_rd = bitmap.read(Cat(lv[3].buy, loc(3)))
-
-        # ---- stage 5: level and bitmap read-modify-write
-        new_sz = Mux(lv[5].inc, lvl_rd + lv[5].mag, Mux(lvl_rd > lv[5].mag, lvl_rd - lv[5].mag, 0))
-        bit = Const(1, W) << lv[5].idx
-        new_bm = Mux(new_sz != 0, bm_rd | bit, bm_rd & ~bit)
-        m.d.comb += [
-            levels.we.eq(lv[5].valid), levels.waddr.eq(Cat(lv[5].idx, lv[5].buy, loc(5))),
-            levels.wdata.eq(new_sz),
-            bitmap.we.eq(lv[5].valid), bitmap.waddr.eq(Cat(lv[5].buy, loc(5))), bitmap.wdata.eq(new_bm),
-        ]
-        bm6 = Signal(W)
-        m.d.sync += bm6.eq(new_bm)
-
-        # ---- stage 6: best level of the side; read its size (sees stage 5's write, not later ones)
-        bid_any, bid_idx = _priority(bm6, W, high=True)
-        ask_any, ask_idx = _priority(bm6, W, high=False)
-        best_any = Mux(lv[6].buy, bid_any, ask_any)
-        best_idx = Mux(lv[6].buy, bid_idx, ask_idx)
-        best_sz8 = levels.read_raw(Cat(best_idx, lv[6].buy, loc(6)))
-        tob_rd = tob.read(loc(6))
-
-        # ---- stage 7: best price
-        any7 = Signal()
-        idx7 = Signal(wbits)
-        m.d.sync += [any7.eq(best_any), idx7.eq(best_idx)]
-        any8 = Signal()
-        px8 = Signal(32)
-        m.d.sync += [any8.eq(any7), px8.eq((lv[7].base + idx7) * TICK)]
-
-        # ---- stage 8: top-of-book read-modify-write and the change decision
-        side_old = Signal(side_layout)
-        side_new = Signal(side_layout)
-        m.d.comb += side_old.eq(Mux(lv[8].buy, tob_rd.bid.as_value(), tob_rd.ask.as_value()))
-        with m.If(lv[8].valid):
-            with m.If(any8):
-                m.d.comb += [side_new.px.eq(px8), side_new.sz.eq(best_sz8)]
+        word_new = Signal(word_layout)
+        m.d.comb += word_new.eq(word_rd)
+        with m.If(op4.buy):
+            m.d.comb += word_new.bid.eq(new_side)
         with m.Else():
-            m.d.comb += side_new.eq(side_old)
-        tob_new = Signal(tob_layout)
-        m.d.comb += tob_new.eq(tob_rd)
-        with m.If(lv[8].buy):
-            m.d.comb += tob_new.bid.eq(side_new)
-        with m.Else():
-            m.d.comb += tob_new.ask.eq(side_new)
-        m.d.comb += [tob.we.eq(u[8].valid & lv[8].valid), tob.waddr.eq(loc(8)), tob.wdata.eq(tob_new)]
+            m.d.comb += word_new.ask.eq(new_side)
+        with m.If(op4.degrade):
+            m.d.comb += word_new.degraded.eq(1)
+        we4 = u4.valid & op4.has & (op4.valid | op4.degrade)
+        m.d.comb += [words.we.eq(we4), words.waddr.eq(op4.slot), words.wdata.eq(word_new)]
 
-        # a REPLACE compares the side after its add half with the side before its delete half
-        rpl_before = Signal(side_layout)
-        rpl_touched = Signal()
-        m.d.sync += [rpl_before.eq(side_old), rpl_touched.eq(lv[8].valid)]
-        is_radd = u[8].kind == _UKind.REPL_ADD
-        before = Mux(is_radd, rpl_before.as_value(), side_old.as_value())
-        touched = lv[8].valid | is_radd & rpl_touched
-        emit = u[8].valid & u[8].last & touched & (before != side_new.as_value())
+        def bbo(w):
+            return Cat(w.bid.lv[0].px, w.bid.lv[0].sz, w.ask.lv[0].px, w.ask.lv[0].sz)
+
+        def unknown(s):
+            return ~s.lv[0].sz.any() & s.ovf.any()
+
+        top_new = Signal(top_layout)
+        m.d.comb += [
+            top_new.degraded.eq(word_new.degraded),
+            top_new.bid_ovf.eq(word_new.bid.ovf != 0), top_new.ask_ovf.eq(word_new.ask.ovf != 0),
+            top_new.bid_unknown.eq(unknown(word_new.bid)), top_new.ask_unknown.eq(unknown(word_new.ask)),
+        ]
+        for i in range(LD):
+            m.d.comb += [top_new.bids[i].eq(word_new.bid.lv[i]), top_new.asks[i].eq(word_new.ask.lv[i])]
+        m.d.comb += [tops.we.eq(we4), tops.waddr.eq(op4.slot), tops.wdata.eq(top_new)]
+
+        def shown(w):      # what a row shows of a slot: its BBO and its flags
+            return Cat(bbo(w), unknown(w.bid) | unknown(w.ask), w.degraded)
+
+        # a REPLACE compares the slot after its add half with the slot before its delete half
+        before_held = Signal(130)
+        m.d.sync += before_held.eq(shown(word_rd))
+        before = Mux(u4.kind == _UKind.REPL_ADD, before_held, shown(word_rd))
+        after = shown(word_new)
+        emit = u4.valid & u4.last & (op4.has & (before != after) | op4.lost_row)
 
         row = Signal(TopOfBook)
-        row_valid = Signal()
-        m.d.sync += [
-            row_valid.eq(emit),
-            row.seq.eq(u[8].seq), row.locate.eq(u[8].locate),
-            row.bid_px.eq(tob_new.bid.px), row.bid_sz.eq(tob_new.bid.sz),
-            row.ask_px.eq(tob_new.ask.px), row.ask_sz.eq(tob_new.ask.sz),
-            row.flags.stale.eq(self.stale), row.flags.degraded.eq(lv[8].degraded),
-            row.flags.out_of_window.eq(lv[8].oow),
-        ]
-        # ---- stage 9: into the output FIFO; the message retires
         m.d.comb += [
-            out_fifo.w_data.eq(row), out_fifo.w_en.eq(row_valid),
-            retire.eq(u[9].valid & u[9].last),
-            self.o_stream.payload.eq(out_fifo.r_data), self.o_stream.valid.eq(out_fifo.r_rdy),
+            row.seq.eq(u4.seq), row.locate.eq(u4.locate),
+            row.flags.stale.eq(self.stale),
+            row.flags.degraded.eq(op4.mismatch | op4.lost_row | op4.has & word_new.degraded),
+            row.flags.out_of_window.eq(op4.has & (unknown(word_new.bid) | unknown(word_new.ask))),
+        ]
+        with m.If(op4.has):
+            m.d.comb += [row.bid_px.eq(word_new.bid.lv[0].px), row.bid_sz.eq(word_new.bid.lv[0].sz),
+                         row.ask_px.eq(word_new.ask.lv[0].px), row.ask_sz.eq(word_new.ask.lv[0].sz)]
+
+        # ---- stage 5: row register (skipped by REPLACE's add half, issued a cycle later); stage 6: out
+        last4 = u4.valid & u4.last
+        is_radd = u4.kind == _UKind.REPL_ADD
+        r5, r5_row, r5_done = Signal(), Signal(TopOfBook), Signal()
+        m.d.sync += [r5.eq(emit & ~is_radd), r5_row.eq(row), r5_done.eq(last4 & ~is_radd)]
+        o_valid, o_row, o_done = Signal(), Signal(TopOfBook), Signal()
+        with m.If(last4 & is_radd):
+            m.d.sync += [o_valid.eq(emit), o_row.eq(row), o_done.eq(1)]
+        with m.Else():
+            m.d.sync += [o_valid.eq(r5), o_row.eq(r5_row), o_done.eq(r5_done)]
+        m.d.comb += [self.applied.eq(o_done), self.applied_seq.eq(o_row.seq), retire.eq(o_done)]
+
+        # output: the FIFO is bypassed while empty
+        m.d.comb += [
+            out_fifo.w_data.eq(o_row), out_fifo.w_en.eq(o_valid & (out_fifo.r_rdy | ~self.o_stream.ready)),
+            self.o_stream.valid.eq(out_fifo.r_rdy | o_valid),
+            self.o_stream.payload.eq(Mux(out_fifo.r_rdy, out_fifo.r_data, o_row)),
             out_fifo.r_en.eq(self.o_stream.ready),
         ]
 
-        # ---- lookup port: plain reads of the top of book and the symbol state
-        la = self.lookup.locate[:sbits] if sbits else 0
-        l_tob = tob.read_raw(la)
-        l_sym = sym.read_raw(la)
-        l_oor = [Signal(name="l_oor1"), Signal(name="l_oor2")]
-        l_v = [Signal(name="l_v1"), Signal(name="l_v2")]
-        m.d.sync += [l_oor[0].eq(self.lookup.locate >= S), l_oor[1].eq(l_oor[0]),
-                     l_v[0].eq(self.lookup.valid), l_v[1].eq(l_v[0])]
-        res = self.lookup.result
-        with m.If(~l_oor[1]):
+        # ---- lookup port: locate table (2 cycles), then the slot's top levels (2 cycles)
+        lk = self.lookup
+        l_loc = loctab.read_raw(lk.locate[:lbits] if lbits else 0)
+        l_oor = [Signal(name=f"l_oor{i}") for i in range(4)]
+        l_v = [Signal(name=f"l_v{i}") for i in range(4)]
+        m.d.sync += [l_oor[0].eq(lk.locate >= NL), l_v[0].eq(lk.valid)]
+        for i in range(1, 4):
+            m.d.sync += [l_oor[i].eq(l_oor[i - 1]), l_v[i].eq(l_v[i - 1])]
+        l_top = tops.read_raw(l_loc.slot)
+        l_loc3, l_loc4 = Signal(loc_layout), Signal(loc_layout)
+        m.d.sync += [l_loc3.eq(l_loc), l_loc4.eq(l_loc3)]
+        res = lk.result
+        known = ~l_oor[3] & l_loc4.has
+        with m.If(known):
             m.d.comb += [
-                res.bid_px.eq(l_tob.bid.px), res.bid_sz.eq(l_tob.bid.sz),
-                res.ask_px.eq(l_tob.ask.px), res.ask_sz.eq(l_tob.ask.sz),
-                res.trading_state.eq(l_sym.trading_state), res.reg_sho.eq(l_sym.reg_sho),
-                res.flags.degraded.eq(l_sym.degraded), res.flags.out_of_window.eq(l_sym.oow_live != 0),
+                res.bid_px.eq(l_top.bids[0].px), res.bid_sz.eq(l_top.bids[0].sz),
+                res.ask_px.eq(l_top.asks[0].px), res.ask_sz.eq(l_top.asks[0].sz),
+                res.flags.degraded.eq(l_top.degraded | mismatch_seen),
+                res.flags.out_of_window.eq(l_top.bid_unknown | l_top.ask_unknown),
+                res.bid_overflow.eq(l_top.bid_ovf), res.ask_overflow.eq(l_top.ask_ovf),
+                res.bids.eq(l_top.bids), res.asks.eq(l_top.asks),
             ]
-        m.d.comb += [res.flags.stale.eq(self.stale), res.out_of_range.eq(l_oor[1]),
-                     self.lookup.result_valid.eq(l_v[1])]
+        with m.If(~l_oor[3]):
+            with m.Switch(l_loc4.state):
+                for i, c in enumerate(TRADING_STATES):
+                    with m.Case(i + 1):
+                        m.d.comb += res.trading_state.eq(ord(c))
+                with m.Case(7):
+                    m.d.comb += res.trading_state.eq(ord("?"))
+            with m.Switch(l_loc4.sho):
+                for i, c in enumerate(REG_SHO_ACTIONS):
+                    with m.Case(i + 1):
+                        m.d.comb += res.reg_sho.eq(ord(c))
+                with m.Case(3):
+                    m.d.comb += res.reg_sho.eq(ord("?"))
+            m.d.comb += res.no_slot.eq(l_loc4.lost)
+        m.d.comb += [res.flags.stale.eq(self.stale), res.out_of_range.eq(~known),
+                     lk.result_valid.eq(l_v[3])]
         return m

@@ -1,4 +1,5 @@
-"""MarketBook: parameter checks, and the cocotb suite (sim/tb_book.py) on Verilator (one build, cached)."""
+"""MarketBook: parameter checks, and the cocotb suite (sim/tb_book.py) on Verilator: one build of the
+default sizing and one of a tiny edge-case configuration (each cached)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from tickgate.fpga.order_book import BOOK_DEFAULTS, MarketBook
 
 
 @pytest.mark.parametrize("bad", [
-    dict(capacity=1000), dict(capacity=0), dict(ways=3), dict(symbols=6), dict(window=48), dict(window=1),
-    dict(tick=0), dict(tick=1.5), dict(capacity=4, ways=8), dict(fifo_depth=4), dict(symbols="64"),
+    dict(capacity=1000), dict(capacity=0), dict(ways=3), dict(symbols=6), dict(depth=1), dict(depth=33),
+    dict(depth=4.0), dict(locates=100), dict(locates=1 << 17), dict(lookup_depth=0),
+    dict(depth=4, lookup_depth=5), dict(capacity=4, ways=8), dict(fifo_depth=4), dict(symbols="64"),
+    dict(depth=True),
 ])
 def test_bad_parameters(bad):
     with pytest.raises(TypeError):
@@ -19,8 +22,8 @@ def test_bad_parameters(bad):
 def test_defaults_and_hash():
     book = MarketBook()
     book._MustUse__silence = True     # not elaborated
-    assert (book.capacity, book.ways, book.symbols, book.window, book.tick) == tuple(
-        BOOK_DEFAULTS[k] for k in ("capacity", "ways", "symbols", "window", "tick"))
+    assert {k: getattr(book, k) for k in BOOK_DEFAULTS} == BOOK_DEFAULTS
+    assert book.symbols >= 512 and book.locates == 1 << 14
     assert book.buckets == book.capacity // book.ways
     assert all(0 <= book.bucket_of(r) < book.buckets for r in (0, 1, (1 << 64) - 1, 0x1234_5678_9ABC_DEF0))
     # consecutive references (as ITCH assigns them) land in distinct buckets
@@ -28,19 +31,22 @@ def test_defaults_and_hash():
 
 
 def test_default_elaborates():
-    """The default sizing converts (the suite simulates the small TEST_CONFIG)."""
+    """The default sizing converts; the ports include applied/applied_seq and the top-N lookup."""
     from amaranth.back import rtlil
-    assert "market_book" in rtlil.convert(MarketBook(), name="market_book")
+    text = rtlil.convert(MarketBook(), name="market_book")
+    assert "market_book" in text and "applied_seq" in text
 
 
 @pytest.mark.rtl
-def test_rtl():
-    """The whole cocotb suite in one simulator run."""
+@pytest.mark.parametrize("config", ["main", "small"])
+def test_rtl(config):
+    """The whole cocotb suite of one configuration in one simulator run."""
     from tickgate.sim import runner
-    from tickgate.sim.tb_book import TEST_CONFIG
+    from tickgate.sim.tb_book import CONFIGS
 
     reason = runner.simulator_available("verilator")
     if reason:
         pytest.skip(reason)
-    result = runner.run(MarketBook(**TEST_CONFIG), toplevel="market_book", test_module="tickgate.sim.tb_book")
-    assert len(result.tests) >= 6 * 4 + 1
+    result = runner.run(MarketBook(**CONFIGS[config]), toplevel="market_book",
+                        test_module="tickgate.sim.tb_book", extra_env={"TICKGATE_BOOK_CONFIG": config})
+    assert len(result.tests) >= 4
