@@ -74,7 +74,7 @@ from amaranth.lib.wiring import In, Out
 
 from .book_records import BookFlags, BookOp, BookOpKind, TopOfBook
 
-__all__ = ["BOOK_DEFAULTS", "COUNTERS", "Level", "book_state", "LookupSignature", "CountersSignature",
+__all__ = ["BOOK_DEFAULTS", "COUNTERS", "LATENCY", "LOOKUP_LATENCY", "Level", "book_state", "LookupSignature", "CountersSignature",
            "MarketBook", "TRADING_STATES", "REG_SHO_ACTIONS"]
 
 #: Default sizing, in one place. Estimated ECP5 block RAM (DP16KD, 18 kbit): order table 64, level words
@@ -116,7 +116,9 @@ def book_state(depth):
 class LookupSignature(wiring.Signature):
     """Requester's view: drive ``locate``/``valid``; ``result``/``result_valid`` follow 4 cycles later."""
 
-    def __init__(self, depth):
+    def __init__(self, depth=BOOK_DEFAULTS["lookup_depth"]):
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise TypeError(f"depth must be a positive integer, not {depth!r}")
         self.depth = depth
         super().__init__({
             "valid": Out(1),
@@ -129,6 +131,12 @@ class LookupSignature(wiring.Signature):
 class CountersSignature(wiring.Signature):
     def __init__(self):
         super().__init__({name: Out(32) for name in COUNTERS})
+
+
+#: Cycles from a BookOp handshake to its TopOfBook record / ``applied`` strobe (every kind, REPLACE included).
+LATENCY = 6
+#: Cycles from a lookup request to its answer.
+LOOKUP_LATENCY = 4
 
 
 class _UKind(enum.Enum, shape=3):
@@ -235,8 +243,8 @@ class MarketBook(wiring.Component):
     strobe and the seq of each message as it takes effect, :attr:`LATENCY` cycles after its handshake).
     """
 
-    LATENCY = 6
-    LOOKUP_LATENCY = 4
+    LATENCY = LATENCY
+    LOOKUP_LATENCY = LOOKUP_LATENCY
 
     def __init__(self, *, capacity=None, ways=None, symbols=None, depth=None, locates=None,
                  lookup_depth=None, fifo_depth=16):
