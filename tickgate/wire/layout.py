@@ -130,7 +130,7 @@ class Layout:
     def amaranth_layout(self):
         """An Amaranth ``data.StructLayout`` of the message as it sits in a byte vector whose byte 0
         is the first byte on the wire (bits 8*i..8*i+7 hold wire byte i). Multi-byte fields stay in
-        network byte order; use :func:`tickgate.fpga.bytes.be` to turn one into a number."""
+        network byte order (the ITCH decoder turns them into numbers with ``big_endian``)."""
         from amaranth.lib import data
 
         return data.StructLayout({f.name: data.ArrayLayout(8, f.size) for f in self.fields})
