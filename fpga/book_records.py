@@ -49,8 +49,10 @@ class BookOp(data.Struct):
 
 class BookFlags(data.Struct):
     stale: unsigned(1)          # a MoldUDP64 gap was seen: the book may be missing messages
-    degraded: unsigned(1)       # the order table was full for this symbol: some orders are not tracked
-    out_of_window: unsigned(1)  # this symbol has live orders outside its price-level window
+    degraded: unsigned(1)       # an order of this symbol was dropped (table full), the symbol got no book
+                                # slot, or an op named an order of another locate: rows may be wrong
+    out_of_window: unsigned(1)  # depth overflow: a side's tracked levels are empty while untracked
+                                # orders remain, so its best price is unknown (the row shows 0, 0)
 
 
 class TopOfBook(data.Struct):
