@@ -62,6 +62,12 @@ class UDPReceiver(wiring.Component):
     so far has been forwarded with ``last`` on its final byte, and the frame is counted in ``bad_length``,
     not ``ok`` (a MoldUDP64 receiver downstream sees the short packet as a count mismatch).
 
+    Timing structure (for Fmax): the field checks are registered on the beat before the deciding one; the
+    header checksum's verdict is registered on the deciding beat and applied the next cycle (a bad
+    checksum then cancels the frame before any of it is emitted), so the counter of a frame dropped at its
+    header is bumped one cycle after the deciding beat; the header sum adds each beat's words one cycle
+    late (``bw``), and the output ``keep`` comes from registered masks.
+
     Rate: one beat per cycle in and out, including back-to-back frames, tagged or not; ``i_stream.ready``
     only drops when the output is stalled (``i_stream.ready = ~o_stream.valid | o_stream.ready``).
 
@@ -131,16 +137,20 @@ class UDPReceiver(wiring.Component):
         tag1 = Signal()                                   # a VLAN tag at bytes 12..15
         tag2 = Signal()                                   # and a second one at bytes 16..19
         # Running IPv4 header sums (two's complement, 20 bits) for 0, 1 and 2 tags: words 14..33, 18..37, 22..41.
+        # Each beat's words are summed into `bw` (registered), and `bw` is added into `csum` the next cycle:
+        # two short adder chains instead of one long one; the header sum is csum + bw.
         csum = [Signal(20, name=f"csum{t}") for t in range(MAX_TAGS + 1)]
+        bw = [Signal(18, name=f"bw{t}") for t in range(MAX_TAGS + 1)]
         emitting = Signal()                               # payload bytes still to forward from the input
         rem = Signal(16)                                  # payload bytes not yet forwarded
-        rem_small = Signal()                              # rem < 16 (registered, keeps carry chains off the
-                                                          # output path)
         prev = Signal(64)                                 # the previous input beat
         shift6 = Signal()                                 # this frame's payload starts at lane 6 (one tag)
         flush = Signal()                                  # an output beat made of `prev` alone is due
-        flush_n = Signal(range(7))
+        flush_mask = Signal(BYTES)                        # keep of the flush beat
         flush_short = Signal()
+        rem_mask = Signal(BYTES)                          # keep_mask(min(rem, 8))
+        rem_le8 = Signal()                                # rem <= 8
+        rm8_mask = Signal(BYTES)                          # keep_mask(clamp(rem - 8, 0, 8)), kept with `rem`
 
         can_load = ~o.valid | o.ready
         m.d.comb += i.ready.eq(can_load)
@@ -163,6 +173,8 @@ class UDPReceiver(wiring.Component):
                  2: {2: [6], 3: [0, 2, 4, 6], 4: [0, 2, 4, 6], 5: [0]}}
         is_tpid = lambda v: (v == TPIDS[0]) | (v == TPIDS[1])
 
+        for t in range(MAX_TAGS + 1):
+            m.d.sync += [csum[t].eq(csum[t] + bw[t]), bw[t].eq(0)]
         with m.If(take):
             with m.Switch(beat):
                 for b in range(6):
@@ -171,10 +183,10 @@ class UDPReceiver(wiring.Component):
             for t in range(MAX_TAGS + 1):
                 with m.Switch(beat):
                     with m.Case(0):
-                        m.d.sync += csum[t].eq(0)
+                        m.d.sync += [csum[t].eq(0), bw[t].eq(0)]
                     for b, lanes in words[t].items():
                         with m.Case(b):
-                            m.d.sync += csum[t].eq(csum[t] + beat_words(lanes))
+                            m.d.sync += bw[t].eq(beat_words(lanes))
             with m.If(beat == 1):
                 m.d.sync += tag1.eq(is_tpid(lane_be16(4)))
             with m.If(beat == 2):
@@ -185,40 +197,88 @@ class UDPReceiver(wiring.Component):
             with m.Elif(beat != 7):
                 m.d.sync += beat.eq(beat + 1)
 
-        def byte(n):
-            return hdr[n] if n < 5 * BYTES else cur.word_select(n - 5 * BYTES, 8)
+        # The verdict's field checks are registered on the beat before the deciding one (beat 4 untagged or
+        # with one tag, beat 5 with two), from `hdr` and that beat, so the deciding beat only combines
+        # registered flags (plus, with one tag, the port and UDP length that arrive in the deciding beat).
+        def fb(t, n):
+            """Frame byte ``n`` of variant ``t`` (tags) on its pre-decision beat."""
+            p = 5 if t == 2 else 4
+            return hdr[n] if n < p * BYTES else cur.word_select(n - p * BYTES, 8)
 
-        def be(offset, size, shift=0):
-            return Cat(*(byte(offset + shift + k) for k in reversed(range(size))))
+        def fbe(t, offset, size):
+            return Cat(*(fb(t, offset + 4 * t + k) for k in reversed(range(size))))
 
-        # Fields of the IPv4/UDP headers for 0, 1 and 2 tags. The verdict is taken at beat 5 (0 or 1 tag:
-        # bytes up to 45 lie in hdr[0..39] and the current beat) or at beat 6 (2 tags: all of it in hdr).
-        def field(offset, size):
-            return Mux(tag2, Cat(*(hdr[offset + 8 + k] for k in reversed(range(size)))),
-                       Mux(tag1, be(offset, size, 4), be(offset, size)))
+        r_not_udp_q, r_unsupported_q, r_zero_csum_q, r_bad_length_q, r_not_ours_q = (
+            Signal(name=n) for n in ("r_not_udp_q", "r_unsupported_q", "r_zero_csum_q", "r_bad_length_q",
+                                     "r_not_ours_q"))
+        tl20_q = Signal(16)                                # IPv4 total length - 20 (one tag: UDP length check)
+        tl20_le8_q = Signal()
+        plen_q = Signal(16)                                # payload length (total length - 28)
+        plen_le8_q = Signal()
+        plen_mask_q = Signal(BYTES)                        # keep_mask(min(payload length, 8))
+        plen_m8_mask_q = Signal(BYTES)                     # keep_mask(clamp(payload length - 8, 0, 8))
+        variants = {}
+        for t in range(MAX_TAGS + 1):
+            ethertype = fbe(t, 12, 2)
+            vihl = fbe(t, 14, 1)
+            total_length = fbe(t, 16, 2)
+            flags_fragment = fbe(t, 20, 2)
+            protocol = fbe(t, 23, 1)
+            checksum = fbe(t, 24, 2)
+            v = {
+                "not_udp": (ethertype != 0x0800) | (vihl[4:8] != 4) | (protocol != 17),
+                "unsupported": (vihl[0:4] != 5) | flags_fragment[13] | (flags_fragment[:13] != 0),
+                "zero_csum": checksum == 0,
+                "tl20": (total_length - 20)[:16],
+                "plen": (total_length - 28)[:16],
+                "total_length": total_length,
+            }
+            vid = Cat(fb(t, 11 + 4 * t), fb(t, 10 + 4 * t)[:4]) if t else 0
+            not_ours = ((self.match_ip & (fbe(t, 30, 4) != self.dst_ip)) |
+                        (self.match_mac & (Cat(*(fb(t, k) for k in reversed(range(6)))) != self.dst_mac)) |
+                        (self.match_vlan & ((vid != self.vlan_id) if t else 1)))
+            if t != 1:
+                udp_length = fbe(t, 38, 2)
+                not_ours = not_ours | (self.match_port & (fbe(t, 36, 2) != self.dst_port))
+                v["bad_length"] = (total_length != udp_length + 20) | (udp_length <= 8)
+            else:
+                v["bad_length"] = 0
+            v["not_ours"] = not_ours
+            variants[t] = v
+
+        def load(v):
+            tl = v["total_length"]                         # compares on it, not on the differences
+            p3 = (tl[:3] + 4)[:3]                          # (total length - 28) mod 8
+            return [r_not_udp_q.eq(v["not_udp"]), r_unsupported_q.eq(v["unsupported"]),
+                    r_zero_csum_q.eq(v["zero_csum"]), r_bad_length_q.eq(v["bad_length"]),
+                    r_not_ours_q.eq(v["not_ours"]), tl20_q.eq(v["tl20"]), tl20_le8_q.eq(tl <= 28),
+                    plen_q.eq(v["plen"]), plen_le8_q.eq(tl <= 36),
+                    plen_mask_q.eq(Mux(tl >= 36, 0xFF, keep_mask(p3))),
+                    plen_m8_mask_q.eq(Mux(tl >= 44, 0xFF, Mux(tl < 36, 0, keep_mask(p3))))]
+
+        with m.If(take & (beat == 4) & ~tag2):
+            with m.If(tag1):
+                m.d.sync += load(variants[1])
+            with m.Else():
+                m.d.sync += load(variants[0])
+        with m.If(take & (beat == 5) & tag2):
+            m.d.sync += load(variants[2])
 
         def sum_ok(s):
             # fold(s) == 0xFFFF for a sum of ten words (s < 2**20): s[:16] == 0xFFFF - s[16:], a pure compare.
             return (s[4:16] == 0xFFF) & (s[:4] == ~s[16:20])
 
-        ethertype = field(12, 2)
-        version, ihl = field(14, 1)[4:8], field(14, 1)[0:4]
-        total_length = field(16, 2)
-        flags_fragment = field(20, 2)
-        protocol = field(23, 1)
-        checksum = field(24, 2)
-        udp_length = field(38, 2)
-        vid = Mux(tag2, Cat(hdr[19], hdr[18][:4]), Cat(hdr[15], hdr[14][:4]))
-
-        r_not_udp = (ethertype != 0x0800) | (version != 4) | (protocol != 17)
-        r_unsupported = (ihl != 5) | flags_fragment[13] | (flags_fragment[:13] != 0)
-        r_bad_checksum = (~Mux(tag2, sum_ok(csum[2]), Mux(tag1, sum_ok(csum[1]), sum_ok(csum[0]))) &
-                          ~(self.zero_checksum_ok & (checksum == 0)))
-        r_bad_length = (total_length != udp_length + 20) | (udp_length <= 8)
-        r_not_ours = ((self.match_ip & (field(30, 4) != self.dst_ip)) |
-                      (self.match_port & (field(36, 2) != self.dst_port)) |
-                      (self.match_mac & (be(0, 6) != self.dst_mac)) |
-                      (self.match_vlan & (~tag1 | (vid != self.vlan_id))))
+        # With one tag the UDP destination port (bytes 40..41) and length (42..43) are in the deciding beat.
+        one_tag = tag1 & ~tag2
+        port_now = Cat(cur.word_select(1, 8), cur.word_select(0, 8))
+        ulen_now = Cat(cur.word_select(3, 8), cur.word_select(2, 8))
+        r_not_udp = r_not_udp_q
+        r_unsupported = r_unsupported_q
+        hsum = [(csum[t] + bw[t])[:20] for t in range(MAX_TAGS + 1)]
+        r_bad_checksum = (~Mux(tag2, sum_ok(hsum[2]), Mux(tag1, sum_ok(hsum[1]), sum_ok(hsum[0]))) &
+                          ~(self.zero_checksum_ok & r_zero_csum_q))
+        r_bad_length = Mux(one_tag, (ulen_now != tl20_q) | tl20_le8_q, r_bad_length_q)
+        r_not_ours = r_not_ours_q | (one_tag & self.match_port & (port_now != self.dst_port))
 
         # Lanes of the header's last beat that still belong to the header.
         skip = Signal(range(8))
@@ -233,78 +293,98 @@ class UDPReceiver(wiring.Component):
         # Output beat, loaded into o_stream's register when `emit`.
         emit = Signal()
         e_data = Signal(64)
-        e_n = Signal(range(9))
+        e_keep = Signal(BYTES)
         e_last = Signal()
         e_ok = Signal()
         e_short = Signal()
 
-        plen = Signal(16)
-        m.d.comb += plen.eq(udp_length - 8)
-        pb = Signal(range(7))                             # payload bytes in the deciding beat
-        m.d.comb += pb.eq(Mux(avail > skip, avail - skip, 0))
+        plen = plen_q
+        # keep of the payload lanes of the deciding beat (lanes skip..), moved to lane 0; likewise, on a
+        # payload beat, of the lanes past the joined ones (the flush beat's share of a final beat).
+        tail_mask = Signal(BYTES)
+        m.d.comb += tail_mask.eq(Mux(shift6, i.payload.keep >> 6, i.payload.keep >> 2))
+        pb_mask = Signal(BYTES)
+        m.d.comb += pb_mask.eq(Mux(tag1 & ~tag2, i.payload.keep >> 6, i.payload.keep >> 2))
 
+        # The deciding beat starts an acceptable frame (all checks but the header checksum, which needs the
+        # last header word); the whole verdict is registered and counted the next cycle, when a bad checksum
+        # also cancels the frame (`kill`) before anything of it has been emitted: the first payload output
+        # beat is loaded one cycle after the deciding beat at the earliest.
+        dec_q = Signal()
+        v_not_udp, v_unsupported, v_bad_checksum, v_bad_length, v_not_ours, v_empty = (
+            Signal(name=n) for n in ("v_not_udp", "v_unsupported", "v_bad_checksum", "v_bad_length",
+                                     "v_not_ours", "v_empty"))
+        m.d.sync += dec_q.eq(decide)
         with m.If(decide):
-            with m.If(r_not_udp):
-                m.d.comb += inc["not_udp"].eq(1)
-            with m.Elif(r_unsupported):
-                m.d.comb += inc["unsupported"].eq(1)
-            with m.Elif(r_bad_checksum):
-                m.d.comb += inc["bad_checksum"].eq(1)
-            with m.Elif(r_bad_length):
-                m.d.comb += inc["bad_length"].eq(1)
-            with m.Elif(r_not_ours):
-                m.d.comb += inc["not_ours"].eq(1)
-            with m.Else():
+            m.d.sync += [v_not_udp.eq(r_not_udp), v_unsupported.eq(r_unsupported), v_bad_checksum.eq(r_bad_checksum),
+                         v_bad_length.eq(r_bad_length), v_not_ours.eq(r_not_ours),
+                         v_empty.eq(i.payload.last & (pb_mask == 0))]
+            with m.If(~(r_not_udp | r_unsupported | r_bad_length | r_not_ours)):
                 m.d.sync += shift6.eq(tag1 & ~tag2)
                 with m.If(~i.payload.last):
-                    m.d.sync += [emitting.eq(1), rem.eq(plen),
-                                 rem_small.eq((udp_length[5:] == 0) & (udp_length[:5] < 24))]
-                with m.Elif(pb == 0):
-                    m.d.comb += inc["bad_length"].eq(1)
-                with m.Else():
+                    m.d.sync += [emitting.eq(1), rem.eq(plen), rm8_mask.eq(plen_m8_mask_q),
+                                 rem_mask.eq(plen_mask_q), rem_le8.eq(plen_le8_q)]
+                with m.Elif(pb_mask != 0):
                     m.d.sync += [
                         flush.eq(1),
-                        flush_n.eq(Mux(plen < pb, plen, pb)),
-                        flush_short.eq(plen > pb),
+                        flush_mask.eq(plen_mask_q & pb_mask),
+                        flush_short.eq((plen_mask_q & ~pb_mask) != 0),
                     ]
+        kill = Signal()
+        m.d.comb += kill.eq(dec_q & v_bad_checksum & ~v_not_udp & ~v_unsupported)
+        with m.If(dec_q):
+            with m.If(v_not_udp):
+                m.d.comb += inc["not_udp"].eq(1)
+            with m.Elif(v_unsupported):
+                m.d.comb += inc["unsupported"].eq(1)
+            with m.Elif(v_bad_checksum):
+                m.d.comb += inc["bad_checksum"].eq(1)
+            with m.Elif(v_bad_length):
+                m.d.comb += inc["bad_length"].eq(1)
+            with m.Elif(v_not_ours):
+                m.d.comb += inc["not_ours"].eq(1)
+            with m.Elif(v_empty):
+                m.d.comb += inc["bad_length"].eq(1)
 
         # Payload beats (after the deciding beat). `kept` bytes of `prev` (lanes 8-kept..7) lead each
         # output beat; the current beat's first 8-kept lanes complete it.
         kept = Mux(shift6, 2, 6)
-        ba = Signal(range(9))                             # bytes available for this output beat
-        m.d.comb += ba.eq(kept + Mux(avail < 8 - kept, avail, 8 - kept))
+        ba_mask = Signal(BYTES)                           # keep of the bytes available for this output beat
+        m.d.comb += ba_mask.eq(Mux(i.payload.last, Mux(shift6, Cat(Const(0b11, 2), i.payload.keep),
+                                                       Cat(Const(0x3F, 6), i.payload.keep))[:BYTES], 0xFF))
         joined = Mux(shift6, Cat(prev[48:], cur[:48]), Cat(prev[16:], cur[:16]))
-        rem4 = rem[:4]
-        tail = Signal(range(9))                           # bytes of the current beat past the joined lanes
-        m.d.comb += tail.eq(avail - (8 - kept))
-        with m.If(take & emitting):
+        with m.If(take & emitting & ~kill):
             m.d.comb += [emit.eq(1), e_data.eq(joined)]
-            with m.If(rem_small & (rem4 <= ba)):
-                m.d.comb += [e_n.eq(rem4), e_last.eq(1), e_ok.eq(1)]
+            with m.If(rem_le8 & ((rem_mask & ~ba_mask) == 0)):
+                m.d.comb += [e_keep.eq(rem_mask), e_last.eq(1), e_ok.eq(1)]
                 m.d.sync += emitting.eq(0)
-            with m.Elif(i.payload.last & (avail > 8 - kept)):
-                m.d.comb += e_n.eq(8)
+            with m.Elif(i.payload.last & (tail_mask != 0)):
+                m.d.comb += e_keep.eq(0xFF)
                 m.d.sync += [
                     emitting.eq(0),
                     flush.eq(1),
-                    flush_n.eq(Mux(rem_small & (rem4 - 8 < tail), rem4 - 8, tail)),
-                    flush_short.eq(~rem_small | (rem4 - 8 > tail)),
+                    flush_mask.eq(rm8_mask & tail_mask),
+                    flush_short.eq((rm8_mask & ~tail_mask) != 0),
                 ]
             with m.Elif(i.payload.last):
-                m.d.comb += [e_n.eq(ba), e_last.eq(1), e_short.eq(1)]
+                m.d.comb += [e_keep.eq(ba_mask), e_last.eq(1), e_short.eq(1)]
                 m.d.sync += emitting.eq(0)
             with m.Else():
-                m.d.comb += e_n.eq(8)
-                m.d.sync += [rem.eq(rem - 8), rem_small.eq((rem[5:] == 0) & (rem[:5] < 24))]
+                m.d.comb += e_keep.eq(0xFF)
+                m.d.sync += [rem.eq(rem - 8), rem_mask.eq(rm8_mask), rem_le8.eq(rem <= 16),
+                             rm8_mask.eq(Mux(rem >= 24, 0xFF, Mux(rem < 16, 0, keep_mask(rem[:3]))))]
 
         # A flush beat never coincides with a payload beat: it follows a frame's final beat, and the
         # input beat accepted alongside it is the next frame's first (header) beat.
-        with m.If(flush & can_load):
+        with m.If(flush & can_load & ~kill):
             m.d.comb += [
-                emit.eq(1), e_data.eq(Mux(shift6, prev[48:], prev[16:])), e_n.eq(flush_n), e_last.eq(1),
+                emit.eq(1), e_data.eq(Mux(shift6, prev[48:], prev[16:])), e_keep.eq(flush_mask), e_last.eq(1),
                 e_ok.eq(~flush_short), e_short.eq(flush_short),
             ]
             m.d.sync += flush.eq(0)
+
+        with m.If(kill):
+            m.d.sync += [emitting.eq(0), flush.eq(0)]
 
         m.d.comb += inc["ok"].eq(e_ok)
 
@@ -312,7 +392,7 @@ class UDPReceiver(wiring.Component):
             m.d.sync += [
                 o.valid.eq(1),
                 o.payload.data.eq(e_data),
-                o.payload.keep.eq(keep_mask(e_n)),
+                o.payload.keep.eq(e_keep),
                 o.payload.last.eq(e_last),
             ]
         with m.Elif(o.ready):
