@@ -1,6 +1,6 @@
 """The order book: BookOp stream in, TopOfBook stream out, plus a state lookup port for the risk gate.
 
-:class:`MarketBook` (v2) keeps
+:class:`MarketBook` (v3) keeps
 
 * a **locate -> slot table**: ``locates`` entries (block RAM), one per stock locate below ``locates``
   (larger locates are counted in ``out_of_range`` and ignored). A locate gets one of ``symbols`` book slots
@@ -14,10 +14,14 @@
   compare. Each entry holds the order's slot, side, price and shares left. An add that finds its bucket
   full is dropped, counted (``table_full``) and flags its symbol ``degraded`` until reset.
 * **price levels**: per slot and side, the best ``depth`` (K) levels as a sorted array of (price, size),
-  best first, in one block-RAM word per slot (both sides, read and written whole). An add/execute/cancel/
-  delete compares its price with all K entries in parallel: it updates a level, inserts a new one at its
-  sorted position (shifting the worse ones down) or removes an emptied one (shifting up). Exact for any
-  price (no tick grid).
+  best first, with the side's overflow state and ``degraded`` bit, in one block-RAM word per (slot, side)
+  (two RAMs, bids and asks, each K x 64 + 81 bits wide, read both and written one side at a time). A level
+  op has a delete part (take shares off a price) and an add part (put shares on a price): an
+  execute/cancel/delete is a delete part, an add an add part, and a REPLACE both at once (its add half
+  applied after its delete half, as the model does). It compares both prices with all K entries in
+  parallel, then updates a level, removes an emptied one (shifting up) and/or inserts a new one at its
+  sorted position (shifting down): every entry of the new array is one of its old neighbours ``i-1``,
+  ``i``, ``i+1`` or the new level. Exact for any price (no tick grid).
 
 Depth overflow (the ``out_of_window`` flag bit and counter keep v1's names): when a side would hold more
 than K levels, the worst fall off. Per side the word keeps ``ovf``, the shares of live orders not in the
@@ -50,30 +54,53 @@ unknown.
 
 Latency and rate: :attr:`MarketBook.LATENCY` (6) cycles from the BookOp handshake to the TopOfBook record
 (valid on ``o_stream`` while it is ready) for every message, REPLACE included; ``applied``/
-``applied_seq`` strobe at the same cycle for every message, row or not. Rate: 1 op/cycle; REPLACE 2 (it
-runs as a delete and an add micro-op; the input is not ready in the cycle after it, and the other ops'
-records wait one cycle so every message has the same latency). Read-modify-write hazards between
-consecutive micro-ops (same order, bucket, locate or slot) are resolved by forwarding from the last two
-writes of each memory, never by stalling. Every block-RAM output is registered. Output backpressure is
+``applied_seq`` strobe at the same cycle for every message, row or not.
+
+Rate: book ops (ADD, EXECUTE, CANCEL, DELETE, REPLACE) are taken at most one every 2 cycles; every other
+kind (H, Y, S, R, P, Q, I, ...: no order or level read-modify-write) one per cycle, also in the cycle
+between two book ops and in the cycle right after a REPLACE. ``i_stream.ready`` falls only for a book op
+offered in the cycle after a book op (it looks at the offered op's kind), while the output FIFO could
+overflow, and during the post-reset sweep. This never holds a line-rate feed off: the input is 8 bytes a
+cycle, every book message is at least 21 bytes with its MoldUDP64 length (D 19+2; X 25, E 33, C 38, A 38,
+F 42, U 37), so the last bytes of two book messages are at least floor(21 / 8) = 2 input words apart, and
+the splitter and decoder pass messages on with a fixed latency; non-book messages (as short as 14 bytes,
+S) may come one cycle apart and are taken so. Tested (``test_line_rate``): message blocks packed back to
+back at 8 bytes a cycle, worst-case D/X/E/U/S runs and the whole NASDAQ snippet, each message offered at
+the cycle its last byte would arrive, none held off. Under output backpressure or after input idles the
+book still takes a book op every 2 cycles.
+
+Pipeline (message taken at cycle 0; a REPLACE's add half, the "radd", runs one cycle behind it in the order
+table only, using the order-table read port the next message never needs):
+
+* 0: order-table read (the ref; a radd: the new ref), locate-table read. RAM outputs are registered (2).
+* 2: order stage A: forwarding (writes of the last two cycles, and a radd's write of this cycle, whose
+  data are registers), 64-bit tag compares, free way, decisions and counters, registered; locate-table
+  read-modify-write (slot allocation, H/Y codes: a one-cycle loop on 24-bit words); level read of both
+  sides of the slot.
+* 3: order stage B: the order-table write; the level op (the hit entry's price/side/shares; for a REPLACE
+  also its add half, decided by the radd in stage A this cycle; a radd whose new ref shares the
+  original's bucket sees the original's way as free and not matching).
+* 4: level stage A: the side's word from the RAM or from the last two level writes (selects registered at
+  3), both prices against the K entries (equality, the add price's order, the sizes), the new sizes of
+  every entry and of the overflow precomputed, the other side's best and flags, all registered.
+* 5: level stage B: removal/insert positions (thermometer codes), the new array (a 4-way mux per entry),
+  overflow and bound, the row and whether it changed anything a row shows; registered into the last-write
+  register, which writes the RAM (and the lookup copy) at 6.
+* 6: record out.
+
+So the read-modify-write loops take 2 cycles (order table: A compare -> B write; levels: A compare ->
+B shift/add -> write register -> next A), which the 2-cycle spacing of book ops allows without stalls;
+every block-RAM output is registered and every forwarding select is a register. Output backpressure is
 absorbed by a FIFO (bypassed when empty); the input is held off only when the FIFO could overflow. After
 reset the block sweeps its memories to zero (input not ready) for :attr:`MarketBook.clear_cycles`.
 
-Pipeline (micro-op issued at cycle 0): 0 order-table and slot-table reads; 2 tag compare, order and slot
-read-modify-write, level-word read; 4 level read-modify-write (the K-wide compare/shift: the critical
-loop), BBO change; 5 row register; 6 record out (REPLACE's add half, issued at 1, skips the row register).
-
-Timing (measured, Yosys synth_ecp5 + nextpnr-ecp5 --85k CABGA381 speed 8, the book alone with
-capacity=1024, symbols=64, depth=12, locates=1024): 26.0k LUT4, 13.1k FF, 81 DP16KD, **38 MHz** after
-routing: far from 156.25 MHz. The critical path is the level stage's loop: the forwarding select
-(write-history address compare) -> the 1.7 kbit word mux -> side mux -> K price compares (carry chains) ->
-insert/remove shift -> size add -> the forwarding register. To close timing: register the forwarding
-selects one stage early (the previous op's slot and side are known at stage 3), forward only the side
-being modified, split the stage in two (compare/thermometer codes, then shift and add) with a
-back-to-back correction against the previous op's insert position, and reconsider K.
+Timing: see docs/gateware.md and ``python benchmarks/bench_synth.py market_book`` (Yosys synth_ecp5 +
+nextpnr-ecp5, LFE5UM5G-85F CABGA381 speed 8, the default sizing).
 
 Lookup port: ``lookup.locate``/``lookup.valid`` in at cycle 0, ``lookup.result``/``lookup.result_valid``
 at cycle :attr:`MarketBook.LOOKUP_LATENCY` (4): BBO, the top ``lookup_depth`` levels of each side, trading
-state, Reg SHO, flags, per-side overflow; it reflects every message whose level stage finished before it.
+state, Reg SHO, flags, per-side overflow; it reflects every message whose level write (stage 6) was made
+before its level read: a lookup issued at cycle c sees every message taken at c - 5 or earlier.
 """
 
 # No `from __future__ import annotations`: Amaranth reads the annotations as shapes.
@@ -87,7 +114,7 @@ __all__ = ["BOOK_DEFAULTS", "COUNTERS", "LATENCY", "LOOKUP_LATENCY", "Level", "b
            "MarketBook", "TRADING_STATES", "REG_SHO_ACTIONS"]
 
 #: Default sizing, in one place. Estimated ECP5 block RAM (DP16KD, 18 kbit): order table 64, level words
-#: 512 x 1697 bits ~48, lookup copy of the top 4 ~15, locate table 16384 x 17 bits twice (pipeline and
+#: 2 x 512 x 849 bits ~48, lookup copy of the top 4 ~16, locate table 16384 x 17 bits twice (pipeline and
 #: lookup read ports) ~34: about 160 of the 85F's 208.
 BOOK_DEFAULTS = dict(capacity=8192, ways=4, symbols=512, depth=12, locates=16384, lookup_depth=4)
 
@@ -148,13 +175,16 @@ LATENCY = 6
 LOOKUP_LATENCY = 4
 
 
+#: BookOpKinds that read-modify-write the order table and the levels: at most one every 2 cycles.
+_BOOK_KINDS = (BookOpKind.ADD, BookOpKind.EXECUTE, BookOpKind.CANCEL, BookOpKind.DELETE, BookOpKind.REPLACE)
+
+
 class _UKind(enum.Enum, shape=3):
     NOP = 0
     ADD = 1
     REDUCE = 2        # execute or cancel
     DELETE = 3
-    REPL_DEL = 4      # first half of a replace
-    REPL_ADD = 5      # second half (ref = new ref)
+    REPL = 4          # replace: delete `ref`; its add half (new ref) runs one cycle behind in the order table
     STATE = 6
     SHO = 7
 
@@ -163,7 +193,6 @@ class _UOp(data.Struct):
     valid: unsigned(1)
     kind: _UKind
     op: BookOpKind
-    last: unsigned(1)     # the last micro-op of its message (0 only for REPL_DEL)
     oor: unsigned(1)      # locate >= locates
     seq: unsigned(32)
     locate: unsigned(16)
@@ -172,6 +201,31 @@ class _UOp(data.Struct):
     shares: unsigned(32)
     price: unsigned(32)
     code: unsigned(8)
+
+
+class _Mem:
+    """A block RAM with one write port (``we``/``waddr``/``wdata``, comb; zeros while ``clearing``) and
+    registered reads: :meth:`read` takes an address at cycle c and returns the RAM's value as of the
+    start of cycle c (writes made at c and later are missed) from a register at c+2."""
+
+    def __init__(self, m, name, shape, depth, clearing, clear_addr):
+        self._m, self.shape = m, shape
+        self.mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=[])
+        wp = self.mem.write_port()
+        self.we = Signal(name=f"{name}_we")
+        self.waddr = Signal(range(depth), name=f"{name}_waddr")
+        self.wdata = Signal(shape, name=f"{name}_wdata")
+        with m.If(clearing):
+            m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_addr), wp.data.eq(0)]
+        with m.Else():
+            m.d.comb += [wp.en.eq(self.we), wp.addr.eq(self.waddr), wp.data.eq(self.wdata)]
+
+    def read(self, addr):
+        rp = self.mem.read_port()
+        self._m.d.comb += rp.addr.eq(addr)
+        raw = Signal(self.shape)
+        self._m.d.sync += raw.eq(rp.data)
+        return raw
 
 
 def _log2(n):
@@ -308,9 +362,10 @@ class MarketBook(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        K, S, NL, LD = self.depth, self.symbols, self.locates, self.lookup_depth
+        K, S, NL, LD, W = self.depth, self.symbols, self.locates, self.lookup_depth, self.ways
         sbits = max(1, _log2(S))
         lbits = _log2(NL)
+        bbits = max(1, _log2(self.buckets))
 
         # ---- post-reset sweep of every memory
         clearing = Signal(init=1)
@@ -320,26 +375,28 @@ class MarketBook(wiring.Component):
             with m.If(clear_addr == self.clear_cycles - 1):
                 m.d.sync += clearing.eq(0)
 
-        def fwdmem(name, shape, depth):
-            return _FwdMemory(m, name, shape, depth, clearing, clear_addr[:max(1, _log2(depth))])
+        def sweep(name, shape, depth):
+            return _Mem(m, name, shape, depth, clearing, clear_addr[:max(1, _log2(depth))])
+
+        def bucket(ref):
+            b = self.bucket_of(ref)
+            return b if isinstance(b, int) is False else Const(b, bbits)
 
         entry_layout = data.StructLayout({
             "valid": 1, "ref": 64, "slot": sbits, "buy": 1, "shares": 32, "price": 32,
         })
         loc_layout = data.StructLayout({"has": 1, "lost": 1, "slot": sbits, "state": 3, "sho": 2})
         side_layout = data.StructLayout({
-            "lv": data.ArrayLayout(Level, K), "ovf": 48, "bound": 32,
+            "lv": data.ArrayLayout(Level, K), "ovf": 48, "bound": 32, "degraded": 1,
         })
-        word_layout = data.StructLayout({"bid": side_layout, "ask": side_layout, "degraded": 1})
         top_layout = data.StructLayout({
-            "bids": data.ArrayLayout(Level, LD), "asks": data.ArrayLayout(Level, LD),
-            "degraded": 1, "bid_ovf": 1, "ask_ovf": 1, "bid_unknown": 1, "ask_unknown": 1,
+            "lv": data.ArrayLayout(Level, LD), "ovf": 1, "unknown": 1, "degraded": 1,
         })
 
-        ways = [fwdmem(f"way{i}", entry_layout, self.buckets) for i in range(self.ways)]
-        loctab = fwdmem("loctab", loc_layout, NL)
-        words = fwdmem("levels", word_layout, max(2, S))
-        tops = fwdmem("tops", top_layout, max(2, S))
+        ways = [sweep(f"way{i}", entry_layout, self.buckets) for i in range(W)]
+        loctab = _FwdMemory(m, "loctab", loc_layout, NL, clearing, clear_addr[:max(1, lbits)])
+        sides = [sweep(f"side{b}", side_layout, max(2, S)) for b in (0, 1)]      # [0] asks, [1] bids
+        tops = [sweep(f"top{b}", top_layout, max(2, S)) for b in (0, 1)]
 
         counters = {name: getattr(self.counters, name) for name in COUNTERS}
 
@@ -354,20 +411,21 @@ class MarketBook(wiring.Component):
         retire = Signal()
         accept = Signal()
         m.d.sync += in_flight.eq(in_flight + accept - retire)
-        hold = Signal(_UOp)      # the REPL_ADD half of a REPLACE, issued the cycle after
-        m.d.comb += self.i_stream.ready.eq(~clearing & ~hold.valid &
+
+        # ---- rate: a book op (ADD/EXECUTE/CANCEL/DELETE/REPLACE) is not taken in the cycle after another
+        op = self.i_stream.payload
+        in_book = op.kind.as_value().matches(*(k.value for k in _BOOK_KINDS))
+        book_prev = Signal()
+        m.d.sync += book_prev.eq(accept & in_book)
+        m.d.comb += self.i_stream.ready.eq(~clearing & ~(book_prev & in_book) &
                                            (out_fifo.level + in_flight < self.fifo_depth))
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
 
-        # ---- stage 0: BookOp -> micro-op; issue the order-table and locate-table reads
-        op = self.i_stream.payload
+        # ---- stage 0: BookOp -> micro-op; order-table and locate-table reads
         u0 = Signal(_UOp)
-        with m.If(hold.valid):
-            m.d.comb += u0.eq(hold)
-            m.d.sync += hold.valid.eq(0)
-        with m.Elif(accept):
+        with m.If(accept):
             m.d.comb += [
-                u0.valid.eq(1), u0.op.eq(op.kind), u0.last.eq(1), u0.seq.eq(op.seq),
+                u0.valid.eq(1), u0.op.eq(op.kind), u0.seq.eq(op.seq),
                 u0.locate.eq(op.locate), u0.ref.eq(op.ref), u0.buy.eq(op.buy), u0.shares.eq(op.shares),
                 u0.price.eq(op.price), u0.code.eq(op.code), u0.oor.eq(op.locate >= NL),
             ]
@@ -379,65 +437,121 @@ class MarketBook(wiring.Component):
                 with m.Case(BookOpKind.DELETE):
                     m.d.comb += u0.kind.eq(_UKind.DELETE)
                 with m.Case(BookOpKind.REPLACE):
-                    m.d.comb += [u0.kind.eq(_UKind.REPL_DEL), u0.last.eq(0)]
-                    m.d.sync += [
-                        hold.valid.eq(1), hold.kind.eq(_UKind.REPL_ADD), hold.op.eq(op.kind),
-                        hold.last.eq(1), hold.seq.eq(op.seq), hold.locate.eq(op.locate),
-                        hold.ref.eq(op.new_ref), hold.shares.eq(op.shares), hold.price.eq(op.price),
-                        hold.oor.eq(op.locate >= NL),
-                    ]
+                    m.d.comb += u0.kind.eq(_UKind.REPL)
                 with m.Case(BookOpKind.TRADING_STATE):
                     m.d.comb += u0.kind.eq(_UKind.STATE)
                 with m.Case(BookOpKind.REG_SHO):
                     m.d.comb += u0.kind.eq(_UKind.SHO)
                 with m.Default():
                     m.d.comb += u0.kind.eq(_UKind.NOP)
+        u1, u2, u3, u4, u5 = (Signal(_UOp, name=f"u{i}") for i in range(1, 6))
+        m.d.sync += [u1.eq(u0), u2.eq(u1), u3.eq(u2), u4.eq(u3), u5.eq(u4)]
 
-        way_rd = [w.read(self.bucket_of(u0.ref)) for w in ways]
+        # A REPLACE's add half (the "radd") looks its new reference up one cycle after the message, through
+        # the order table only (a non-book message may be taken in that cycle: it reads the locate table).
+        ra_v = [Signal(name=f"ra_v{i}") for i in range(4)]          # ra_v[i]: radd at order stage i
+        ra_ref = [Signal(64, name=f"ra_ref{i}") for i in range(4)]
+        m.d.sync += [ra_v[0].eq(accept & (op.kind == BookOpKind.REPLACE) & (op.locate < NL)),
+                     ra_ref[0].eq(op.new_ref)]
+        for i in range(1, 4):
+            m.d.sync += [ra_v[i].eq(ra_v[i - 1]), ra_ref[i].eq(ra_ref[i - 1])]
+
+        rd_addr = Signal(bbits)
+        m.d.comb += rd_addr.eq(Mux(ra_v[0], bucket(ra_ref[0]), bucket(u0.ref)))
+        way_raw = [w.read(rd_addr) for w in ways]
+        a1, a2 = Signal(bbits), Signal(bbits)
+        m.d.sync += [a1.eq(rd_addr), a2.eq(a1)]
+        ra_same = [Signal(name=f"ra_same{i}") for i in range(3)]   # new ref in the original's bucket
+        m.d.sync += [ra_same[1].eq(ra_v[0] & (bucket(ra_ref[0]) == a1)), ra_same[2].eq(ra_same[1])]
         loc_rd = loctab.read(u0.locate[:lbits] if lbits else 0)
 
-        u1 = Signal(_UOp)
-        u2 = Signal(_UOp)
-        m.d.sync += [u1.eq(u0), u2.eq(u1)]
+        # ---- order-table write history (writes happen at order stage B = stage 3 of their micro-op)
+        ow_en = Signal(W)                     # this cycle's write (stage B)
+        ow_addr = Signal(bbits)
+        ow_data = Signal(entry_layout)
+        h0_en, h1_en = Signal(W), Signal(W)
+        h0_addr, h1_addr = Signal(bbits), Signal(bbits)
+        h0_data, h1_data = Signal(entry_layout), Signal(entry_layout)
+        m.d.sync += [h0_en.eq(ow_en), h0_addr.eq(ow_addr), h0_data.eq(ow_data),
+                     h1_en.eq(h0_en), h1_addr.eq(h0_addr), h1_data.eq(h0_data)]
+        # forwarding selects, one cycle ahead: at stage A (cycle c) the read made at c-2 misses the writes
+        # of c-2 (h1) and c-1 (h0), and a radd's write at c (its data are registers)
+        s_h0, s_h1, s_c = Signal(), Signal(), Signal()
+        m.d.sync += [s_h0.eq(ow_addr == a1), s_h1.eq(h0_addr == a1),
+                     s_c.eq(ra_v[2] & (bucket(ra_ref[2]) == a1))]
 
-        # ---- stage 2: tag compare; order-table and locate-table read-modify-write; level-word read
-        hits = Signal(self.ways)
-        frees = Signal(self.ways)
-        for i, e in enumerate(way_rd):
-            m.d.comb += [hits[i].eq(e.valid & (e.ref == u2.ref)), frees[i].eq(~e.valid)]
+        # ---- order stage A (stage 2): tag compare and decisions; locate-table read-modify-write
+        ob_wwe = Signal(W)                    # the stage-B micro-op's way-write mask
+        radd_entry = Signal(entry_layout)     # what a radd in stage B writes (registers only)
+        way_m = []
+        for i in range(W):
+            v = Signal(entry_layout, name=f"way{i}_m")
+            m.d.comb += v.eq(way_raw[i])
+            with m.If(s_h1 & h1_en[i]):
+                m.d.comb += v.eq(h1_data)
+            with m.If(s_h0 & h0_en[i]):
+                m.d.comb += v.eq(h0_data)
+            with m.If(s_c & ra_v[3] & ob_wwe[i]):
+                m.d.comb += v.eq(radd_entry)
+            way_m.append(v)
+
+        is_radd = ra_v[1 + 1]                 # radd in stage A
+        o_ref = Mux(is_radd, ra_ref[2], u2.ref)
+        corr = Signal(W)                      # a radd's own original, being deleted in this cycle
+        m.d.comb += corr.eq(Mux(is_radd & ra_same[2], ob_wwe, 0))
+        hits, frees = Signal(W), Signal(W)
+        for i, e in enumerate(way_m):
+            m.d.comb += [hits[i].eq(e.valid & (e.ref == o_ref) & ~corr[i]), frees[i].eq(~e.valid | corr[i])]
         hit = hits.any()
         hit_entry = Signal(entry_layout)
-        for i, e in enumerate(way_rd):
+        for i, e in enumerate(way_m):
             with m.If(hits[i]):
                 m.d.comb += hit_entry.eq(e)
-        free_1h = frees & -frees   # lowest free way
+        free_1h = Signal(W)
+        m.d.comb += free_1h.eq(frees & -frees)   # lowest free way
 
         alloc = Signal(range(S + 1))            # next free slot
         mismatch_seen = Signal()                # sticky: an op named an order of another locate
-        rd_found = Signal()                     # the previous micro-op was a REPL_DEL that found its order
+        rd_found = Signal()                     # the REPLACE one cycle ahead found its order
         rd_buy = Signal()
+        rd_slot = Signal(sbits)
 
         loc_new = Signal(loc_layout)
         m.d.comb += loc_new.eq(loc_rd)
         loc_we = Signal()
-        entry_new = Signal(entry_layout)
-        way_we = Signal(self.ways)
-
         slot2 = Signal(sbits)                   # the message's slot (allocated now for a first add)
         has2 = Signal()
-        m.d.comb += [slot2.eq(loc_rd.slot), has2.eq(loc_rd.has & ~u2.oor)]
+        m.d.comb += [slot2.eq(Mux(loc_rd.has, loc_rd.slot, alloc[:sbits])), has2.eq(loc_rd.has & ~u2.oor)]
+        found_w = Signal(W)
+        for i, e in enumerate(way_m):
+            m.d.comb += found_w[i].eq(hits[i] & (e.slot == loc_rd.slot))
+        found = has2 & found_w.any()
+        valid_add = (u2.shares != 0) & (u2.price != 0)
 
-        # level op handed to stage 4
-        lv_layout = data.StructLayout({
-            "valid": 1, "inc": 1, "buy": 1, "price": 32, "mag": 32, "slot": sbits, "has": 1,
-            "degrade": 1, "lost_row": 1, "mismatch": 1,
-        })
-        lv2 = Signal(lv_layout)
-        m.d.comb += [lv2.slot.eq(slot2), lv2.has.eq(has2), lv2.mismatch.eq(mismatch_seen)]
+        def valid_add_r(u):
+            return (u.shares != 0) & (u.price != 0)
+
+        # stage-A outcome (registered into stage B)
+        a_wwe = Signal(W)          # ways written at B
+        a_new = Signal()           # B writes a new entry (an add); else B updates the hit entry
+        a_ins = Signal()           # main ADD inserted (level add)
+        a_found = Signal()         # main REDUCE/DELETE/REPL found its order (level delete)
+        a_degrade = Signal()       # main ADD: table full
+        lost_row = Signal()
+        mis2 = Signal()
+        m.d.comb += mis2.eq(mismatch_seen)
 
         k = u2.kind
-        found = hit & has2 & (hit_entry.slot == loc_rd.slot)
-        valid_add = (u2.shares != 0) & (u2.price != 0)
+        with m.If(is_radd):
+            with m.If(rd_found):
+                with m.If(hit):
+                    count("duplicate_adds")
+                with m.Elif(~valid_add_r(u3)):
+                    count("invalid_adds")
+                with m.Elif(frees == 0):
+                    count("table_full")
+                with m.Else():
+                    m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1)]
         with m.If(u2.valid & u2.oor):
             count("out_of_range", k != _UKind.NOP)
         with m.Elif(u2.valid):
@@ -452,67 +566,31 @@ class MarketBook(wiring.Component):
                         with m.If(loc_rd.has):
                             m.d.comb += can.eq(1)
                         with m.Elif(alloc < S):
-                            m.d.comb += [can.eq(1), slot2.eq(alloc[:sbits]), has2.eq(1), loc_we.eq(1),
+                            m.d.comb += [can.eq(1), has2.eq(1), loc_we.eq(1),
                                          loc_new.has.eq(1), loc_new.slot.eq(alloc[:sbits])]
                             m.d.sync += alloc.eq(alloc + 1)
                         with m.Else():
                             count("no_slot")
                             with m.If(~loc_rd.lost):
-                                m.d.comb += [loc_we.eq(1), loc_new.lost.eq(1), lv2.lost_row.eq(1)]
+                                m.d.comb += [loc_we.eq(1), loc_new.lost.eq(1), lost_row.eq(1)]
                         with m.If(can):
                             with m.If(frees == 0):
                                 count("table_full")
-                                m.d.comb += lv2.degrade.eq(1)
+                                m.d.comb += a_degrade.eq(1)
                             with m.Else():
-                                m.d.comb += [
-                                    way_we.eq(free_1h),
-                                    entry_new.valid.eq(1), entry_new.ref.eq(u2.ref), entry_new.slot.eq(slot2),
-                                    entry_new.buy.eq(u2.buy), entry_new.shares.eq(u2.shares),
-                                    entry_new.price.eq(u2.price),
-                                    lv2.valid.eq(1), lv2.inc.eq(1), lv2.buy.eq(u2.buy),
-                                    lv2.price.eq(u2.price), lv2.mag.eq(u2.shares),
-                                ]
-                with m.Case(_UKind.REDUCE, _UKind.DELETE, _UKind.REPL_DEL):
+                                m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1), a_ins.eq(1)]
+                with m.Case(_UKind.REDUCE, _UKind.DELETE, _UKind.REPL):
                     with m.If(found):
-                        full = (k != _UKind.REDUCE) | (u2.shares >= hit_entry.shares)
-                        count("overfills", (k == _UKind.REDUCE) & (u2.shares > hit_entry.shares))
-                        m.d.comb += [
-                            way_we.eq(hits), entry_new.eq(hit_entry),
-                            lv2.valid.eq(1), lv2.inc.eq(0), lv2.buy.eq(hit_entry.buy),
-                            lv2.price.eq(hit_entry.price),
-                        ]
-                        with m.If(full):
-                            m.d.comb += [entry_new.valid.eq(0), lv2.mag.eq(hit_entry.shares)]
-                        with m.Else():
-                            m.d.comb += [entry_new.shares.eq(hit_entry.shares - u2.shares),
-                                         lv2.mag.eq(u2.shares)]
+                        m.d.comb += [a_wwe.eq(found_w), a_found.eq(1)]
                     with m.Elif(hit):
                         count("locate_mismatch")
                         m.d.sync += mismatch_seen.eq(1)
-                        m.d.comb += lv2.mismatch.eq(1)
+                        m.d.comb += mis2.eq(1)
                     with m.Else():
                         count("unknown_execute", u2.op == BookOpKind.EXECUTE)
                         count("unknown_cancel", u2.op == BookOpKind.CANCEL)
                         count("unknown_delete", u2.op == BookOpKind.DELETE)
                         count("unknown_replace", u2.op == BookOpKind.REPLACE)
-                with m.Case(_UKind.REPL_ADD):
-                    with m.If(rd_found):
-                        with m.If(hit):
-                            count("duplicate_adds")
-                        with m.Elif(~valid_add):
-                            count("invalid_adds")
-                        with m.Elif(frees == 0):
-                            count("table_full")
-                            m.d.comb += lv2.degrade.eq(1)
-                        with m.Else():
-                            m.d.comb += [
-                                way_we.eq(free_1h),
-                                entry_new.valid.eq(1), entry_new.ref.eq(u2.ref), entry_new.slot.eq(slot2),
-                                entry_new.buy.eq(rd_buy), entry_new.shares.eq(u2.shares),
-                                entry_new.price.eq(u2.price),
-                                lv2.valid.eq(1), lv2.inc.eq(1), lv2.buy.eq(rd_buy),
-                                lv2.price.eq(u2.price), lv2.mag.eq(u2.shares),
-                            ]
                 with m.Case(_UKind.STATE):
                     m.d.comb += loc_we.eq(1)
                     for i, c in enumerate(TRADING_STATES):
@@ -527,142 +605,245 @@ class MarketBook(wiring.Component):
                             m.d.comb += loc_new.sho.eq(i + 1)
                     with m.If(~u2.code.matches(*(ord(c) for c in REG_SHO_ACTIONS))):
                         m.d.comb += loc_new.sho.eq(3)
-        m.d.sync += [rd_found.eq(u2.valid & (k == _UKind.REPL_DEL) & found), rd_buy.eq(hit_entry.buy)]
-
-        b2 = self.bucket_of(u2.ref)
-        for i, w in enumerate(ways):
-            m.d.comb += [w.we.eq(way_we[i]), w.waddr.eq(b2), w.wdata.eq(entry_new)]
         m.d.comb += [loctab.we.eq(loc_we), loctab.waddr.eq(u2.locate[:lbits] if lbits else 0),
                      loctab.wdata.eq(loc_new)]
-        word_rd = words.read(slot2)
-
-        # ---- stage 3: carry the micro-op and its level op
-        u3, u4 = Signal(_UOp), Signal(_UOp)
-        lv3, lv4 = Signal(lv_layout), Signal(lv_layout)
-        m.d.sync += [u3.eq(u2), u4.eq(u3), lv3.eq(lv2), lv4.eq(lv3)]
-
-        # ---- stage 4: level read-modify-write (the K-wide compare and shift), BBO change
-        op4 = lv4
-        side = Signal(side_layout)
-        m.d.comb += side.eq(Mux(op4.buy, word_rd.bid.as_value(), word_rd.ask.as_value()))
-        e = side.lv
-        p, d = op4.price, op4.mag
-        live = [Signal(name=f"live{i}") for i in range(K)]
-        match = Signal(K)
-        better = Signal(K)       # p strictly better than entry i (or entry i empty): 0..01..1
-        zero = Signal(K)         # entry i would empty (its size equals the shares taken)
-        for i in range(K):
-            m.d.comb += [
-                live[i].eq(e[i].sz != 0),
-                match[i].eq(live[i] & (e[i].px == p)),
-                better[i].eq(~live[i] | Mux(op4.buy, p > e[i].px, p < e[i].px)),
-                zero[i].eq(e[i].sz == d),
-            ]
-        hit_lv = match.any()
-        ovf_any = side.ovf != 0
-        beats_bound = Mux(op4.buy, p > side.bound, p < side.bound)
-        new_side = Signal(side_layout)
-        m.d.comb += new_side.eq(side)
-        to_ovf = Signal()       # an add goes to overflow
-        push = Signal()         # an add pushes the K-th level out
-        with m.If(op4.valid & op4.has):
-            with m.If(op4.inc):
-                with m.If(hit_lv):
-                    for i in range(K):
-                        with m.If(match[i]):
-                            m.d.comb += new_side.lv[i].sz.eq(e[i].sz + d)
-                with m.Elif((~ovf_any | beats_bound) & better[K - 1]):
-                    for i in range(K):
-                        with m.If(better[i]):
-                            if i == 0:
-                                m.d.comb += [new_side.lv[0].px.eq(p), new_side.lv[0].sz.eq(d)]
-                            else:
-                                with m.If(better[i - 1]):
-                                    m.d.comb += new_side.lv[i].eq(e[i - 1])
-                                with m.Else():
-                                    m.d.comb += [new_side.lv[i].px.eq(p), new_side.lv[i].sz.eq(d)]
-                    with m.If(live[K - 1]):
-                        m.d.comb += [push.eq(1), new_side.ovf.eq(side.ovf + e[K - 1].sz),
-                                     new_side.bound.eq(e[K - 1].px)]
-                with m.Else():
-                    m.d.comb += [to_ovf.eq(1), new_side.ovf.eq(side.ovf + d)]
-                    with m.If(~ovf_any | beats_bound):
-                        m.d.comb += new_side.bound.eq(p)
-            with m.Else():
-                with m.If(hit_lv):
-                    removed = Signal(K)      # entries at or after an emptied match shift up
-                    for i in range(K):
-                        m.d.comb += removed[i].eq((match[:i + 1] & zero[:i + 1]).any())
-                    for i in range(K):
-                        nxt = e[i + 1].as_value() if i + 1 < K else Const(0, Level.as_shape().size)
-                        with m.If(removed[i]):
-                            m.d.comb += new_side.lv[i].eq(nxt)
-                        with m.Elif(match[i]):
-                            m.d.comb += new_side.lv[i].sz.eq(e[i].sz - d)
-                with m.Else():
-                    m.d.comb += new_side.ovf.eq(side.ovf - d)
-                    with m.If(side.ovf == d):
-                        m.d.comb += new_side.bound.eq(0)
-        count("out_of_window", to_ovf | push)
-
-        word_new = Signal(word_layout)
-        m.d.comb += word_new.eq(word_rd)
-        with m.If(op4.buy):
-            m.d.comb += word_new.bid.eq(new_side)
+        with m.If(u2.valid & (k == _UKind.REPL)):
+            m.d.sync += [rd_found.eq(found & ~u2.oor), rd_buy.eq(hit_entry.buy), rd_slot.eq(loc_rd.slot)]
         with m.Else():
-            m.d.comb += word_new.ask.eq(new_side)
-        with m.If(op4.degrade):
-            m.d.comb += word_new.degraded.eq(1)
-        we4 = u4.valid & op4.has & (op4.valid | op4.degrade)
-        m.d.comb += [words.we.eq(we4), words.waddr.eq(op4.slot), words.wdata.eq(word_new)]
+            m.d.sync += rd_found.eq(0)
 
-        def bbo(w):
-            return Cat(w.bid.lv[0].px, w.bid.lv[0].sz, w.ask.lv[0].px, w.ask.lv[0].sz)
+        # level-table read: both sides of the slot (a first add reads the slot it may be given)
+        side_raw = [s.read(slot2) for s in sides]
 
-        def unknown(s):
-            return ~s.lv[0].sz.any() & s.ovf.any()
-
-        top_new = Signal(top_layout)
-        m.d.comb += [
-            top_new.degraded.eq(word_new.degraded),
-            top_new.bid_ovf.eq(word_new.bid.ovf != 0), top_new.ask_ovf.eq(word_new.ask.ovf != 0),
-            top_new.bid_unknown.eq(unknown(word_new.bid)), top_new.ask_unknown.eq(unknown(word_new.ask)),
+        # ---- order stage B (stage 3): write the order table; build the level op
+        ob_radd, ob_new, ob_found, ob_ins, ob_deg = Signal(), Signal(), Signal(), Signal(), Signal()
+        ob_hit = Signal(entry_layout)
+        ob_ref = Signal(64)
+        ob_slot = Signal(sbits)
+        l3 = Signal(data.StructLayout({"has": 1, "slot": sbits, "lost_row": 1, "mismatch": 1}))
+        m.d.sync += [
+            ob_wwe.eq(a_wwe), ob_radd.eq(is_radd), ob_new.eq(a_new), ob_found.eq(a_found),
+            ob_ins.eq(a_ins), ob_deg.eq(a_degrade), ob_hit.eq(hit_entry), ob_ref.eq(o_ref),
+            ob_slot.eq(Mux(is_radd, rd_slot, slot2)),
+            l3.has.eq(has2), l3.slot.eq(slot2), l3.lost_row.eq(lost_row), l3.mismatch.eq(mis2),
         ]
-        for i in range(LD):
-            m.d.comb += [top_new.bids[i].eq(word_new.bid.lv[i]), top_new.asks[i].eq(word_new.ask.lv[i])]
-        m.d.comb += [tops.we.eq(we4), tops.waddr.eq(op4.slot), tops.wdata.eq(top_new)]
+        ob_buy = Signal()
+        m.d.sync += ob_buy.eq(Mux(is_radd, rd_buy, u2.buy))
+        # a radd's entry: all registers (a main op's A may forward it in the same cycle)
+        m.d.comb += [radd_entry.valid.eq(1), radd_entry.ref.eq(ob_ref), radd_entry.slot.eq(ob_slot),
+                     radd_entry.buy.eq(ob_buy), radd_entry.shares.eq(u4.shares), radd_entry.price.eq(u4.price)]
+        full = (u3.kind != _UKind.REDUCE) | (u3.shares >= ob_hit.shares)
+        upd = Signal(entry_layout)
+        m.d.comb += [upd.eq(ob_hit), upd.valid.eq(~full), upd.shares.eq(ob_hit.shares - u3.shares)]
+        new_e = Signal(entry_layout)
+        m.d.comb += [new_e.valid.eq(1), new_e.ref.eq(ob_ref), new_e.slot.eq(ob_slot), new_e.buy.eq(ob_buy),
+                     new_e.shares.eq(u3.shares), new_e.price.eq(u3.price)]
+        with m.If(ob_radd):
+            m.d.comb += new_e.eq(radd_entry)
+        m.d.comb += [ow_en.eq(ob_wwe), ow_addr.eq(bucket(ob_ref)), ow_data.eq(Mux(ob_new, new_e, upd))]
+        for i, w in enumerate(ways):
+            m.d.comb += [w.we.eq(ow_en[i]), w.waddr.eq(ow_addr), w.wdata.eq(ow_data)]
+        count("overfills", ~ob_radd & ob_found & (u3.kind == _UKind.REDUCE) & (u3.shares > ob_hit.shares))
 
-        def shown(w):      # what a row shows of a slot: its BBO and its flags
-            return Cat(bbo(w), unknown(w.bid) | unknown(w.ask), w.degraded)
+        # the level op of the main micro-op u3 (a REPLACE: its delete and its add half together)
+        lv_layout = data.StructLayout({
+            "valid": 1, "has": 1, "slot": sbits, "lost_row": 1, "mismatch": 1, "degrade": 1, "buy": 1,
+            "del_en": 1, "p_d": 32, "s_d": 32, "add_en": 1, "p_a": 32, "s_a": 32, "x": 32, "sda": 32,
+            "sd_zero": 1, "x_zero": 1,
+        })
+        lv4 = Signal(lv_layout)
+        main3 = u3.valid & ~ob_radd
+        is_repl3 = u3.kind == _UKind.REPL
+        s_d3 = Mux(full, ob_hit.shares, u3.shares)
+        sda3 = u3.shares - ob_hit.shares
+        same_px3 = ob_hit.price == u3.price
+        # the radd in stage A this cycle decides the REPLACE's add half
+        radd_ins = Signal()
+        radd_full = Signal()
+        m.d.comb += [radd_ins.eq(is_radd & a_new), radd_full.eq(is_radd & rd_found & ~hit & valid_add_r(u3) &
+                                                                (frees == 0))]
+        x3 = Mux(is_repl3 & same_px3, sda3, u3.shares)
+        m.d.sync += [
+            lv4.valid.eq(u3.valid), lv4.has.eq(l3.has), lv4.slot.eq(l3.slot), lv4.lost_row.eq(l3.lost_row),
+            lv4.mismatch.eq(l3.mismatch),
+            lv4.degrade.eq(main3 & (ob_deg | is_repl3 & radd_full)),
+            lv4.buy.eq(Mux(u3.kind == _UKind.ADD, u3.buy, ob_hit.buy)),
+            lv4.del_en.eq(main3 & ob_found),
+            lv4.p_d.eq(ob_hit.price), lv4.s_d.eq(s_d3),
+            lv4.add_en.eq(main3 & (ob_ins | is_repl3 & ob_found & radd_ins)),
+            lv4.p_a.eq(u3.price), lv4.s_a.eq(u3.shares), lv4.x.eq(x3), lv4.sda.eq(sda3),
+            lv4.sd_zero.eq(s_d3 == 0), lv4.x_zero.eq(x3 == 0),
+        ]
 
-        # a REPLACE compares the slot after its add half with the slot before its delete half
-        before_held = Signal(130)
-        m.d.sync += before_held.eq(shown(word_rd))
-        before = Mux(u4.kind == _UKind.REPL_ADD, before_held, shown(word_rd))
-        after = shown(word_new)
-        emit = u4.valid & u4.last & (op4.has & (before != after) | op4.lost_row)
+        # ---- level write history: B (stage 5) results land in lw, which writes the RAM one cycle later
+        lw_v, lw2_v = Signal(), Signal()
+        lw_slot, lw2_slot = Signal(sbits), Signal(sbits)
+        lw_buy, lw2_buy = Signal(), Signal()
+        lw_data, lw2_data = Signal(side_layout), Signal(side_layout)
+        lw_new = Signal()                     # lw was written last cycle: write it to the RAM now
+        weB = Signal()
+        lvB = Signal(lv_layout)
+        newB = Signal(side_layout)            # the B result
+        with m.If(weB):
+            m.d.sync += [lw_v.eq(1), lw_slot.eq(lvB.slot), lw_buy.eq(lvB.buy), lw_data.eq(newB),
+                         lw2_v.eq(lw_v), lw2_slot.eq(lw_slot), lw2_buy.eq(lw_buy), lw2_data.eq(lw_data)]
+        m.d.sync += lw_new.eq(weB)
+        for b in (0, 1):
+            m.d.comb += [sides[b].we.eq(lw_new & (lw_buy == b)), sides[b].waddr.eq(lw_slot),
+                         sides[b].wdata.eq(lw_data)]
+            t = tops[b]
+            m.d.comb += [t.we.eq(lw_new & (lw_buy == b)), t.waddr.eq(lw_slot),
+                         t.wdata.degraded.eq(lw_data.degraded), t.wdata.ovf.eq(lw_data.ovf != 0),
+                         t.wdata.unknown.eq((lw_data.lv[0].sz == 0) & (lw_data.ovf != 0))]
+            for i in range(LD):
+                m.d.comb += t.wdata.lv[i].eq(lw_data.lv[i])
+
+        # forwarding selects for stage A (stage 4), computed at stage 3 from the op's (slot, side)
+        my_buy3 = Mux(u3.kind == _UKind.ADD, u3.buy, ob_hit.buy)
+
+        def fsel(buy):
+            def match(v, slot, b):
+                return v & (slot == l3.slot) & (b == buy)
+            s1 = Signal()
+            s2 = Signal()
+            m.d.sync += [
+                s1.eq(Mux(weB, match(1, lvB.slot, lvB.buy), match(lw_v, lw_slot, lw_buy))),
+                s2.eq(Mux(weB, match(lw_v, lw_slot, lw_buy), match(lw2_v, lw2_slot, lw2_buy))),
+            ]
+            return s1, s2
+        sel1, sel2 = fsel(my_buy3)
+        osel1, osel2 = fsel(~my_buy3)
+
+        # ---- level stage A (stage 4): compares
+        op4 = lv4
+        e = Signal(side_layout)
+        m.d.comb += e.eq(Mux(sel1, lw_data, Mux(sel2, lw2_data,
+                                                Mux(op4.buy, side_raw[1].as_value(), side_raw[0].as_value()))))
+        o = Signal(side_layout)
+        m.d.comb += o.eq(Mux(osel1, lw_data, Mux(osel2, lw2_data,
+                                                 Mux(op4.buy, side_raw[0].as_value(), side_raw[1].as_value()))))
+        p_a, p_d, s_a, s_d = op4.p_a, op4.p_d, op4.s_a, op4.s_d
+        live, md, zd, ma, ba = Signal(K), Signal(K), Signal(K), Signal(K), Signal(K)
+        sumd = [Signal(32, name=f"sumd{i}") for i in range(K)]
+        suma = [Signal(32, name=f"suma{i}") for i in range(K)]
+        for i in range(K):
+            eqa = e.lv[i].px == p_a
+            gt = p_a > e.lv[i].px
+            m.d.comb += [
+                live[i].eq(e.lv[i].sz != 0),
+                md[i].eq(live[i] & (e.lv[i].px == p_d) & op4.del_en),
+                zd[i].eq(e.lv[i].sz == s_d),
+                ma[i].eq(live[i] & eqa & op4.add_en),
+                ba[i].eq(~live[i] | Mux(op4.buy, gt, ~gt & ~eqa)),
+                sumd[i].eq(e.lv[i].sz - s_d),
+                suma[i].eq(e.lv[i].sz + op4.x),
+            ]
+        gtb = p_a > e.bound
+        B_layout = data.StructLayout({
+            "op": lv_layout, "e": side_layout, "live": K, "md": K, "rm": K, "ma": K, "ba": K,
+            "sumd": data.ArrayLayout(32, K), "suma": data.ArrayLayout(32, K),
+            "ovf_any": 1, "ovf_eq_d": 1, "beats": 1, "o_d": 48, "o_a": 48, "o_da": 48, "o_k": 48,
+            "new_eq0": 1, "o_px": 32, "o_sz": 32, "o_unk": 1, "o_deg": 1,
+        })
+        bq = Signal(B_layout)
+        m.d.sync += [
+            bq.op.eq(op4), bq.e.eq(e), bq.live.eq(live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
+            bq.ba.eq(ba),
+            bq.ovf_any.eq(e.ovf != 0), bq.ovf_eq_d.eq(e.ovf == s_d),
+            bq.beats.eq(Mux(op4.buy, gtb, ~gtb & (p_a != e.bound))),
+            bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op4.sda),
+            bq.o_k.eq(e.ovf + e.lv[K - 1].sz),
+            bq.new_eq0.eq((e.lv[0].px == p_a) & (e.lv[0].sz == s_a)),
+            bq.o_px.eq(o.lv[0].px), bq.o_sz.eq(o.lv[0].sz),
+            bq.o_unk.eq((o.lv[0].sz == 0) & (o.ovf != 0)), bq.o_deg.eq(o.degraded),
+        ]
+        for i in range(K):
+            m.d.sync += [bq.sumd[i].eq(sumd[i]), bq.suma[i].eq(suma[i])]
+
+        # ---- level stage B (stage 5): the new side, its row
+        q = bq
+        m.d.comb += lvB.eq(q.op)
+        eB = q.e
+        Rt = Signal(K)               # Rt[i]: at or after the removed entry
+        for i in range(K):
+            m.d.comb += Rt[i].eq(q.rm[:i + 1].any())
+        rm_any = Rt[K - 1]
+        del_untracked = q.op.del_en & ~q.md.any()
+        ovf1_any = Mux(del_untracked, ~q.ovf_eq_d, q.ovf_any)
+        bound1 = Mux(del_untracked & q.ovf_eq_d, 0, eB.bound)
+        hit_a = (q.ma & ~q.rm).any()
+        bap = Signal(K)              # p_a strictly better than entry i after the delete half (or it is empty)
+        for i in range(K):
+            nxt = q.ba[i + 1] if i + 1 < K else 1
+            m.d.comb += bap[i].eq(Mux(Rt[i], nxt, q.ba[i]))
+        ins = q.op.add_en & ~hit_a & (~ovf1_any | q.beats) & bap[K - 1]
+        to_ovf = q.op.add_en & ~hit_a & ~ins
+        push = ins & q.live[K - 1] & ~rm_any
+
+        emod = []                    # entry i after the size updates
+        emlive = Signal(K)
+        for i in range(K):
+            v = Signal(Level, name=f"emod{i}")
+            m.d.comb += [v.px.eq(eB.lv[i].px),
+                         v.sz.eq(Mux(q.ma[i], q.suma[i], Mux(q.md[i], q.sumd[i], eB.lv[i].sz))),
+                         emlive[i].eq(q.live[i] & ~q.rm[i])]
+            emod.append(v)
+        zero_lv = Const(0, Level.as_shape().size)
+        new_lv = Signal(Level)
+        m.d.comb += [new_lv.px.eq(q.op.p_a), new_lv.sz.eq(q.op.s_a)]
+        m.d.comb += [newB.eq(eB), newB.degraded.eq(eB.degraded | q.op.degrade)]
+        for j in range(K):
+            cur = Mux(Rt[j], emod[j + 1].as_value() if j + 1 < K else zero_lv, emod[j].as_value())
+            if j:
+                prev = Mux(Rt[j - 1], emod[j].as_value(), emod[j - 1].as_value())
+                m.d.comb += newB.lv[j].eq(Mux(ins & bap[j - 1], prev, Mux(ins & bap[j], new_lv.as_value(), cur)))
+            else:
+                m.d.comb += newB.lv[j].eq(Mux(ins & bap[j], new_lv.as_value(), cur))
+        o_dk = Signal(48)
+        m.d.comb += o_dk.eq(q.o_k - q.op.s_d)
+        with m.If(push):
+            # the pushed-out entry is the K-th after the delete half (smaller if the delete took from it)
+            m.d.comb += [newB.ovf.eq(Mux(del_untracked | q.md[K - 1], o_dk, q.o_k)),
+                         newB.bound.eq(eB.lv[K - 1].px)]
+        with m.Elif(to_ovf):
+            m.d.comb += [newB.ovf.eq(Mux(del_untracked, q.o_da, q.o_a)),
+                         newB.bound.eq(Mux(~ovf1_any | q.beats, q.op.p_a, bound1))]
+        with m.Else():
+            m.d.comb += [newB.ovf.eq(Mux(del_untracked, q.o_d, eB.ovf)), newB.bound.eq(bound1)]
+        count("out_of_window", q.op.valid & q.op.has & (to_ovf | push))
+        m.d.comb += weB.eq(q.op.valid & q.op.has & (q.op.del_en | q.op.add_en | q.op.degrade))
+
+        # row: only this side can change; the other side's best and flags come from stage A
+        ins0 = ins & bap[0]
+        f0_live = ins0 | Mux(Rt[0], emlive[1] if K > 1 else 0, emlive[0])
+        ovf2_any = push | to_ovf | ovf1_any
+        unk_before = ~q.live[0] & q.ovf_any
+        unk_after = ~f0_live & ovf2_any
+        bbo_changed = Mux(ins0, ~q.new_eq0,
+                          Rt[0] | q.ma[0] & ~q.op.x_zero | q.md[0] & ~q.ma[0] & ~q.op.sd_zero)
+        deg_changed = q.op.degrade & ~(eB.degraded | q.o_deg)
+        ow_changed = ~q.o_unk & (unk_before ^ unk_after)
+        emit = q.op.valid & (q.op.has & (bbo_changed | deg_changed | ow_changed) | q.op.lost_row)
 
         row = Signal(TopOfBook)
         m.d.comb += [
-            row.seq.eq(u4.seq), row.locate.eq(u4.locate),
+            row.seq.eq(u5.seq), row.locate.eq(u5.locate),
             row.flags.stale.eq(self.stale),
-            row.flags.degraded.eq(op4.mismatch | op4.lost_row | op4.has & word_new.degraded),
-            row.flags.out_of_window.eq(op4.has & (unknown(word_new.bid) | unknown(word_new.ask))),
+            row.flags.degraded.eq(q.op.mismatch | q.op.lost_row |
+                                  q.op.has & (eB.degraded | q.op.degrade | q.o_deg)),
+            row.flags.out_of_window.eq(q.op.has & (unk_after | q.o_unk)),
         ]
-        with m.If(op4.has):
-            m.d.comb += [row.bid_px.eq(word_new.bid.lv[0].px), row.bid_sz.eq(word_new.bid.lv[0].sz),
-                         row.ask_px.eq(word_new.ask.lv[0].px), row.ask_sz.eq(word_new.ask.lv[0].sz)]
+        with m.If(q.op.has):
+            with m.If(q.op.buy):
+                m.d.comb += [row.bid_px.eq(newB.lv[0].px), row.bid_sz.eq(newB.lv[0].sz),
+                             row.ask_px.eq(q.o_px), row.ask_sz.eq(q.o_sz)]
+            with m.Else():
+                m.d.comb += [row.ask_px.eq(newB.lv[0].px), row.ask_sz.eq(newB.lv[0].sz),
+                             row.bid_px.eq(q.o_px), row.bid_sz.eq(q.o_sz)]
 
-        # ---- stage 5: row register (skipped by REPLACE's add half, issued a cycle later); stage 6: out
-        last4 = u4.valid & u4.last
-        is_radd = u4.kind == _UKind.REPL_ADD
-        r5, r5_row, r5_done = Signal(), Signal(TopOfBook), Signal()
-        m.d.sync += [r5.eq(emit & ~is_radd), r5_row.eq(row), r5_done.eq(last4 & ~is_radd)]
+        # ---- stage 6: record out
         o_valid, o_row, o_done = Signal(), Signal(TopOfBook), Signal()
-        with m.If(last4 & is_radd):
-            m.d.sync += [o_valid.eq(emit), o_row.eq(row), o_done.eq(1)]
-        with m.Else():
-            m.d.sync += [o_valid.eq(r5), o_row.eq(r5_row), o_done.eq(r5_done)]
+        m.d.sync += [o_valid.eq(emit), o_row.eq(row), o_done.eq(u5.valid)]
         m.d.comb += [self.applied.eq(o_done), self.applied_seq.eq(o_row.seq), retire.eq(o_done)]
 
         # output: the FIFO is bypassed while empty
@@ -681,19 +862,19 @@ class MarketBook(wiring.Component):
         m.d.sync += [l_oor[0].eq(lk.locate >= NL), l_v[0].eq(lk.valid)]
         for i in range(1, 4):
             m.d.sync += [l_oor[i].eq(l_oor[i - 1]), l_v[i].eq(l_v[i - 1])]
-        l_top = tops.read_raw(l_loc.slot)
+        l_ask, l_bid = (t.read(l_loc.slot) for t in tops)
         l_loc3, l_loc4 = Signal(loc_layout), Signal(loc_layout)
         m.d.sync += [l_loc3.eq(l_loc), l_loc4.eq(l_loc3)]
         res = lk.result
         known = ~l_oor[3] & l_loc4.has
         with m.If(known):
             m.d.comb += [
-                res.bid_px.eq(l_top.bids[0].px), res.bid_sz.eq(l_top.bids[0].sz),
-                res.ask_px.eq(l_top.asks[0].px), res.ask_sz.eq(l_top.asks[0].sz),
-                res.flags.degraded.eq(l_top.degraded | mismatch_seen),
-                res.flags.out_of_window.eq(l_top.bid_unknown | l_top.ask_unknown),
-                res.bid_overflow.eq(l_top.bid_ovf), res.ask_overflow.eq(l_top.ask_ovf),
-                res.bids.eq(l_top.bids), res.asks.eq(l_top.asks),
+                res.bid_px.eq(l_bid.lv[0].px), res.bid_sz.eq(l_bid.lv[0].sz),
+                res.ask_px.eq(l_ask.lv[0].px), res.ask_sz.eq(l_ask.lv[0].sz),
+                res.flags.degraded.eq(l_bid.degraded | l_ask.degraded | mismatch_seen),
+                res.flags.out_of_window.eq(l_bid.unknown | l_ask.unknown),
+                res.bid_overflow.eq(l_bid.ovf), res.ask_overflow.eq(l_ask.ovf),
+                res.bids.eq(l_bid.lv), res.asks.eq(l_ask.lv),
             ]
         with m.If(~l_oor[3]):
             with m.Switch(l_loc4.state):

@@ -28,10 +28,11 @@ from tickgate.fpga.book_records import BookOp, BookOpKind, TopOfBook
 from tickgate.fpga.order_book import BOOK_DEFAULTS, COUNTERS, MarketBook
 from tickgate.model.book import OrderBook
 from tickgate.sim.tb import idle_pattern, random_pattern
-from tickgate.sim.tb_itch_split import StreamSink, StreamSource, pack_fields, unpack_fields
+from tickgate.sim.tb_itch_split import StreamSink, StreamSource, _pause, pack_fields, unpack_fields
 from tickgate.wire import itch
 
-__all__ = ["CONFIGS", "book_op", "BookTB", "A", "E", "C", "X", "D", "U", "H", "Y", "snippet_path"]
+__all__ = ["CONFIGS", "book_op", "BookTB", "A", "E", "C", "X", "D", "U", "H", "Y", "S", "snippet_path",
+           "wire_cycles"]
 
 #: The configurations the suite is built with (tests/test_book_rtl.py builds each once).
 CONFIGS = {
@@ -95,6 +96,22 @@ def Y(loc, action):
     return itch.RegShoRestriction(**_hdr(loc), stock="TEST    ", reg_sho_action=action).encode()
 
 
+def S(code="O"):
+    return itch.SystemEvent(stock_locate=0, tracking_number=0, timestamp=0, event_code=code).encode()
+
+
+def wire_cycles(msgs: list[bytes]) -> list[int]:
+    """The cycle at which each message's last byte arrives at line rate: MoldUDP64 message blocks (2-byte
+    length + message) packed back to back with no gaps, 8 bytes a cycle from cycle 0 (stricter than a real
+    feed, whose packet headers only add gaps). With the splitter and decoder's fixed latency, this is also
+    the cycle spacing of their BookOps."""
+    out, end = [], 0
+    for raw in msgs:
+        end += 2 + len(raw)
+        out.append((end - 1) // 8)
+    return out
+
+
 def book_op(raw: bytes, seq: int) -> int:
     """The BookOp payload (int) the decoder makes of one ITCH message."""
     msg = itch.decode(raw)
@@ -137,6 +154,33 @@ def _flagged(flags: dict) -> bool:
 
 # --- testbench ----------------------------------------------------------------------------------------
 
+class BookSource(StreamSource):
+    """:class:`StreamSource` whose queue may also hold ``(payload, cycle)``: that item is presented so that
+    it is taken at ``cycle`` (counted like ``accepted``) at the earliest, with no pause before it."""
+
+    async def _run(self):
+        cycle = 0
+        self.cycle = 0
+        self._busy = False
+        while True:
+            await RisingEdge(self.clk)
+            cycle += 1
+            self.cycle = cycle
+            if self._busy and self.ready.value == 1:
+                self.accepted.append(cycle)
+                self._busy = False
+            if not self._busy and self.queue:
+                item = self.queue[0]
+                if isinstance(item, tuple):
+                    if cycle + 1 >= item[1]:
+                        self.payload.value = self.queue.popleft()[0]
+                        self._busy = True
+                elif not _pause(self._pause):
+                    self.payload.value = self.queue.popleft()
+                    self._busy = True
+            self.valid.value = int(self._busy)
+
+
 class BookTB:
     """Clock, reset, a BookOp source, a TopOfBook sink, the ``applied`` strobe log, lookup and counters."""
 
@@ -144,7 +188,7 @@ class BookTB:
         self.dut = dut
         self.clk = dut.clk
         cocotb.start_soon(Clock(self.clk, 4, unit="ns").start())
-        self.source = StreamSource(dut, "i_stream", self.clk)
+        self.source = BookSource(dut, "i_stream", self.clk)
         self.sink = StreamSink(dut, "o_stream", self.clk)
         self.applied: list[tuple[int, int]] = []      # (cycle, seq), cycles counted like the source's
         cocotb.start_soon(self._watch_applied())
@@ -204,7 +248,7 @@ class BookTB:
         raise AssertionError("lookup never answered")
 
     async def run(self, msgs: list[bytes], *, skip_model=(), model_msgs=None, check_latency=True,
-                  exact=True) -> list[tuple]:
+                  exact=True, at: list[int] | None = None) -> list[tuple]:
         """Send ``msgs`` (seq = index + 1), collect every row, compare with the reference book.
 
         ``exact``: the rows must equal the model's and carry no degraded/out_of_window flag. Otherwise every
@@ -212,12 +256,18 @@ class BookTB:
         every locate that never got a flagged row must equal the model's rows of that locate.
         ``skip_model``: indexes of messages the reference book must not see (what the hardware by design
         drops); ``model_msgs`` (same length): what the reference book sees instead of ``msgs``.
+        ``at``: the cycles (relative to a few cycles from now) at which the messages are offered, e.g.
+        :func:`wire_cycles`; each must then be taken exactly then (the book never holds the input off).
         Returns ``[(row, flags)]`` and leaves the reference book in ``self.model``.
         """
         start = len(self.source.accepted)
         first_row = len(self.sink.items)
         first_applied = len(self.applied)
-        self.source.send(book_op(raw, i + 1) for i, raw in enumerate(msgs))
+        if at is None:
+            self.source.send(book_op(raw, i + 1) for i, raw in enumerate(msgs))
+        else:
+            base = self.source.cycle + 4
+            self.source.send((book_op(raw, i + 1), base + c) for i, (raw, c) in enumerate(zip(msgs, at)))
         for _ in range(40 * len(msgs) + 1000):
             if len(self.source.accepted) - start == len(msgs):
                 break
@@ -233,6 +283,9 @@ class BookTB:
         items = self.sink.items[first_row:]
         got = [_row(p) for _, _, p in items]
         accepted = self.source.accepted[start:]
+        if at is not None:
+            late = [(i + 1, a - base - c) for i, (a, c) in enumerate(zip(accepted, at)) if a != base + c]
+            assert not late, f"{len(late)} messages held off (seq, cycles late): {late[:5]}"
 
         # the model, message by message
         model = self.model = OrderBook()
@@ -517,16 +570,83 @@ async def test_synth(dut, idle, backpressure):
 
 @cocotb.test(skip=not MAIN)
 async def test_stale_and_rate(dut):
-    """``stale`` reaches the rows' flags; back-to-back adds are taken one per cycle."""
+    """``stale`` reaches the rows' flags. Rate: book ops (A/E/C/X/D/U) are taken one every 2 cycles (a
+    REPLACE's add half uses the order table in the cycle after it); other messages (H, Y, S, ...) one per
+    cycle, also between book ops."""
     tb = await _tb(dut, False, False)
     dut.stale.value = 1
     msgs = [A(1, 10 + i, "B", 1, _px(100 + i % 10)) for i in range(40)]
     got = await tb.run(msgs)
     assert all(f["stale"] for _, f in got)
-    acc = tb.source.accepted
-    assert acc[-1] - acc[0] == len(acc) - 1, "not one op per cycle"
+    acc = tb.source.accepted[-len(msgs):]
+    assert [b - a for a, b in zip(acc, acc[1:])] == [2] * (len(msgs) - 1), "book ops not one every 2 cycles"
     assert (await tb.lookup(1))["flags"]["stale"] == 1
     dut.stale.value = 0
+    await tb.reset()
+    msgs = []
+    for i in range(20):
+        msgs += [A(2, 100 + i, "S", 5, _px(200 + i % 7)), H(2, "T"), U(2, 100 + i, 300 + i, 6, _px(201)), S(),
+                 Y(2, "1"), D(2, 300 + i), S("Q")]
+    await tb.run(msgs)
+    acc = tb.source.accepted[-len(msgs):]
+    assert acc[-1] - acc[0] == len(msgs) - 1, "book ops interleaved with other messages: not one per cycle"
+
+
+async def _line_rate(tb, msgs, **kw):
+    at = wire_cycles(msgs)
+    book = [c for raw, c in zip(msgs, at) if raw[:1] in b"AFECXDU"]
+    assert min(b - a for a, b in zip(book, book[1:])) >= 2         # what the rate rule relies on
+    got = await tb.run(msgs, at=at, **kw)
+    return got, at
+
+
+@cocotb.test(skip=not MAIN)
+async def test_line_rate(dut):
+    """A feed at line rate (MoldUDP64 blocks back to back, 8 bytes a cycle, BookOps spaced as the wire
+    allows) is never held off: the shortest book message is 21 bytes with its length (D), so two book
+    messages end at least 2 cycles apart; shorter non-book messages (S: 14 bytes) may follow in the next
+    cycle, also right after a REPLACE. Worst-case runs of D/X/E/U/S, then the real snippet if present;
+    rows exact, latency exact."""
+    tb = await _tb(dut, False, False)
+    rng = random.Random(21)
+    msgs = [A(9, 1000 + i, rng.choice("BS"), rng.randint(1, 900), _px(300 + rng.randint(-6, 6)))
+            for i in range(60)]
+    live = list(range(1000, 1060))
+    nxt = 5000
+    for _ in range(400):
+        r = rng.random()
+        ref = rng.choice(live)
+        if r < 0.3:
+            msgs.append(D(9, ref))
+            live.remove(ref)
+        elif r < 0.5:
+            msgs.append(rng.choice([X, E, C])(9, ref, rng.randint(1, 300)))
+        elif r < 0.75:
+            msgs += [U(9, ref, nxt, rng.randint(1, 900), _px(300 + rng.randint(-6, 6))), S()]
+            live.remove(ref)
+            live.append(nxt)
+            nxt += 1
+        else:
+            msgs.append(A(9, nxt, rng.choice("BS"), rng.randint(1, 900), _px(300 + rng.randint(-6, 6))))
+            live.append(nxt)
+            nxt += 1
+        if len(live) < 10:
+            for _ in range(10):
+                msgs.append(A(9, nxt, rng.choice("BS"), rng.randint(1, 900), _px(300 + rng.randint(-6, 6))))
+                live.append(nxt)
+                nxt += 1
+    got, at = await _line_rate(tb, msgs)
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    assert 1 in gaps and 2 in gaps, "the stimulus should reach the tightest spacings"
+    dut._log.info("line rate: %d messages in %d cycles, %d rows, never held off", len(msgs), at[-1] + 1, len(got))
+    path = snippet_path()
+    if path is not None:
+        from tickgate.feed.source import iter_messages
+        await tb.reset()
+        msgs = list(iter_messages(path))
+        got, at = await _line_rate(tb, msgs)
+        dut._log.info("real snippet at line rate: %d messages in %d cycles, %d rows, never held off",
+                      len(msgs), at[-1] + 1, len(got))
 
 
 @cocotb.test(skip=not MAIN)
