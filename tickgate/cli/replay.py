@@ -44,6 +44,14 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="FILE", help="write the CSV here instead of stdout")
     p.add_argument("--lenient", action="store_true", help="skip and count malformed messages instead of failing")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument("--strict", action="store_true",
+                   help="rtl: exit 1 when the chip flagged anything that can make its rows differ from the "
+                        "model's (table full, out of window, locate out of range, messages dropped)")
+    p.add_argument("--rtl-idle", type=float, default=0.0, metavar="P",
+                   help="rtl: probability of an idle cycle before each input beat (default 0)")
+    p.add_argument("--rtl-backpressure", type=float, default=0.0, metavar="P",
+                   help="rtl: probability per cycle that the output is not ready (default 0)")
+    p.add_argument("--rtl-seed", type=int, default=1, metavar="N", help="rtl: seed of the idle/backpressure draws")
     p.set_defaults(func=run)
 
 
@@ -61,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..model.replay import ModelReplay, SymbolFilter, csv_header
 
     if args.engine == "rtl":
-        raise NotImplementedError("tickgate replay --engine rtl is not wired yet: the simulated-chip engine "
-                                  "will produce the same CSV via tickgate.model.replay.format_row; "
-                                  "use --engine model")
+        return _run_rtl(args)
     select = SymbolFilter(args.symbols)
     source, label, size = _open_source(args)
 
@@ -157,3 +163,93 @@ def _summary(err: TextIO, label: str, replay, source, select, seconds: float) ->
         lines.append(f"  warning: --symbols {','.join(missing)} not in the feed's stock directory (R messages); "
                      "select by stock locate instead")
     err.write("\n".join(lines) + "\n")
+
+
+def _run_rtl(args: argparse.Namespace) -> int:
+    """``--engine rtl``: the same CSV (through format_row) from the verilated MarketDataTop."""
+    from ..model.replay import SymbolFilter, csv_header
+    from ..sim import rtl_replay
+
+    if args.depth != 1:
+        print("tickgate replay: --engine rtl gives the best bid/ask only (--depth 1): the gateware book's "
+              "lookup port answers the top level, not the top N; use --engine model for --depth "
+              f"{args.depth}", file=sys.stderr)
+        return 2
+    for name in ("rtl_idle", "rtl_backpressure"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1)")
+    select = SymbolFilter(args.symbols)
+    if args.feed is None:
+        messages = default_feed()
+        label = f"built-in synthetic feed (tickgate.feed.synth {DEFAULT_FEED})"
+        feed = rtl_replay.frames_from_messages(messages)
+    else:
+        _src, label, _size = _open_source(args)          # the same checks and errors as the model engine
+        messages = list(_src)
+        feed = rtl_replay.frames_for_feed(args.feed, lenient=args.lenient, messages=messages)
+    params = rtl_replay.RtlParams(idle=args.rtl_idle, backpressure=args.rtl_backpressure, seed=args.rtl_seed)
+    res = rtl_replay.RtlReplay(params).run(feed)
+    directory = rtl_replay.Directory(messages)
+    lines = rtl_replay.csv_lines(res.rows, select, directory)
+    if args.out:
+        _write_atomically(args.out, csv_header(1), lines)
+    else:
+        out = sys.stdout
+        out.write(csv_header(1))
+        out.writelines(lines)
+        out.flush()
+    return _rtl_summary(sys.stderr, label, res, len(messages), select, directory, args.strict)
+
+
+def _rtl_summary(err: TextIO, label: str, res, model_messages: int, select, directory, strict: bool) -> int:
+    from ..sim import rtl_replay
+
+    c = res.counters
+    g = lambda k: c.get(k, 0)   # noqa: E731
+    rows = len(res.rows)
+    lines = [f"tickgate replay --engine rtl: {label}: {res.messages:,} messages, {rows:,} rows; "
+             f"{res.cycles:,} cycles simulated in {res.seconds:.3f} s ({res.messages_per_second:,.0f} simulated "
+             f"messages/s, {res.cycles_per_second:,.0f} cycles/s; {res.wall_seconds:.1f} s in all)"]
+    lines.append(f"  book sizing: {res.sizing}")
+    udp_drop = sum(v for k, v in c.items() if k.startswith("udp.") and k != "udp.ok")
+    lines.append(f"  frames: {res.frames:,} in, {g('udp.ok'):,} UDP ok, {udp_drop:,} dropped "
+                 f"(truncated {g('udp.truncated')}, not UDP {g('udp.not_udp')}, unsupported {g('udp.unsupported')}, "
+                 f"bad checksum {g('udp.bad_checksum')}, bad length {g('udp.bad_length')}, not ours {g('udp.not_ours')})")
+    lines.append(f"  MoldUDP64: {g('mold.accepted'):,} packets forwarded ({g('mold.unsequenced'):,} unsequenced), "
+                 f"{g('mold.gap'):,} gaps "
+                 f"({g('mold.missed'):,} messages missing), {g('mold.duplicate'):,} duplicate and "
+                 f"{g('mold.overlap'):,} overlapping packets (new tail kept), {g('mold.count_error'):,} count errors, "
+                 f"{g('mold.session'):,} sessions")
+    lines.append(f"  ITCH: split zero-length {g('split.zero_length')}, oversize {g('split.oversize')}, "
+                 f"truncated {g('split.truncated')}; decode unknown types {g('decode.unknown')}, "
+                 f"malformed {g('decode.malformed')}")
+    unknown = {k[13:]: v for k, v in c.items() if k.startswith("book.unknown_")}
+    lines.append(f"  unknown order references: {sum(unknown.values()):,} "
+                 f"({', '.join(f'{k} {v:,}' for k, v in sorted(unknown.items()) if v) or 'none'})")
+    lines.append(f"  anomalies: overfills {g('book.overfills'):,}, duplicate adds {g('book.duplicate_adds'):,}, "
+                 f"invalid adds {g('book.invalid_adds'):,}")
+    if res.latency:
+        lat = ", ".join(f"{t} {lo}" + (f"..{hi}" if hi != lo else "") for t, (lo, hi, _n) in sorted(res.latency.items()))
+        lines.append(f"  latency, cycles from the input beat with a message's last byte to its TopOfBook: {lat}")
+    bad = False
+    flags = res.flags()
+    if flags and rtl_replay.rows_may_differ(res):
+        bad = True
+        lines.append("  WARNING: the chip flagged state it cannot track, so its rows may differ from "
+                     "--engine model: " + ", ".join(f"{k} {v:,}" for k, v in flags.items()))
+    elif flags:
+        lines.append("  note: the chip flagged (no row affected: no row carries a flag): "
+                     + ", ".join(f"{k} {v:,}" for k, v in flags.items()))
+    if res.messages != model_messages:
+        bad = True
+        lines.append(f"  WARNING: the chip delivered {res.messages:,} messages to its book, the model "
+                     f"{model_messages:,}: the rows' seq numbering and content may differ from --engine model")
+    if res.timed_out:
+        bad = True
+        lines.append("  WARNING: the simulation hit its cycle limit")
+    missing = sorted(select.names - directory.names())
+    if missing:
+        lines.append(f"  warning: --symbols {','.join(missing)} not in the feed's stock directory (R messages); "
+                     "select by stock locate instead")
+    err.write("\n".join(lines) + "\n")
+    return 1 if bad and strict else 0

@@ -112,7 +112,8 @@ class FeedSource:
         st = self.stats
         cap = self.capture_stats = CaptureStats()
         # A capture starts mid-session: join at the first packet's sequence rather than count 1..n as lost.
-        rx = self.receiver = Receiver(start_sequence=None)
+        # Same policy as the chip (MoldUDP64Receiver): no reorder hold, a gap is declared at once.
+        rx = self.receiver = Receiver(start_sequence=None, max_pending=0)
         number = 0
         try:
             for _ts, _meta, packet in mold_packets(self.path, strict=not self.lenient, stats=cap):

@@ -1,0 +1,216 @@
+"""The market-data receive pipeline: Ethernet frames in, top-of-book changes out.
+
+See :class:`MarketDataPipeline` (the chain) and :class:`MarketDataTop` (its AXI4-Stream-named top level
+for simulation and for a board top).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .book_records import TopOfBook
+from .itch_decode import ItchDecoder
+from .itch_split import ItchSplitter
+from .moldudp64_rx import MOLD_COUNTERS, MoldUDP64Receiver
+from .order_book import COUNTERS as BOOK_COUNTERS
+from .order_book import LookupSignature, MarketBook
+from .stream import AXIStreamTop, ByteStream
+from .udp_rx import DEFAULT_GROUP, DEFAULT_PORT, UDP_COUNTERS, UDPReceiver
+
+__all__ = ["MarketDataPipeline", "MarketDataTop", "LATENCY_CYCLES"]
+
+#: End-to-end latency (cycles, no stalls) from the cycle the input beat carrying a message's last byte is
+#: accepted to the cycle its TopOfBook record (or ``applied`` strobe) leaves the book, by the frame lane of
+#: that byte (frames of back-to-back beats). Measured by ``tickgate.sim.rtl_replay`` on every message of
+#: the replay suites and asserted by ``tests/test_pipeline.py``.
+LATENCY_CYCLES = {"lanes 0-5": 11, "lanes 6-7": 12}
+
+
+class MarketDataPipeline(wiring.Component):
+    """UDPReceiver -> MoldUDP64Receiver -> ItchSplitter -> ItchDecoder -> MarketBook, one component.
+
+    ``i_stream`` takes whole Ethernet II frames (no FCS), 8 bytes a beat (:func:`~.stream.ByteStream`);
+    ``o_stream`` carries one :class:`~.book_records.TopOfBook` per message that changes its symbol's best
+    bid or ask (in feed order; ``seq`` is the 1-based index of the message among those the MoldUDP64
+    receiver forwarded, i.e. the ``seq`` column of ``tickgate replay``'s CSV).
+
+    Wiring: stream ports are joined with ``wiring.connect`` where their signatures agree (UDP ->
+    MoldUDP64, splitter -> decoder -> book); the MoldUDP64 output carries ``user`` (the packet's first
+    sequence number), which the splitter does not take, so that hop is joined field by field (data,
+    keep, last, valid, ready; ``user`` dropped). The MoldUDP64 receiver's sticky ``status.gap`` drives the
+    book's ``stale`` input (so every TopOfBook row and lookup answer after a gap carries ``flags.stale``
+    until the host strobes ``gap_clear``).
+
+    Registers (plain inputs, for a CSR bank): every register input of the UDP filter under its own name
+    (``dst_ip``, ``dst_port``, ``dst_mac``, ``vlan_id``, ``match_ip``, ``match_port``, ``match_mac``,
+    ``match_vlan``, ``zero_checksum_ok``, same initial values), and ``gap_clear``. Status and counters (outputs): ``status`` (the MoldUDP64 session, expected
+    sequence, gap, first missing), ``counters.udp``/``mold``/``split``/``decode``/``book`` (every counter
+    of every block). ``lookup``: the book's BBO/state lookup port
+    (2-cycle latency). When the book has ``applied``/``applied_seq`` outputs (one strobe per message the
+    book has finished), they are passed through.
+
+    Rate: one 8-byte beat per cycle (every block takes one beat or one message per cycle), except that the
+    book takes two cycles for a REPLACE ('U') message and the splitter holds a beat one extra cycle for a
+    message shorter than 7 bytes (none in ITCH 5.0). ITCH messages take 13..52 bytes with their length
+    prefix, so at most one ends per beat and the book's one op per cycle never limits (a REPLACE's second
+    cycle is absorbed while the next message's bytes arrive: U is 37 bytes).
+
+    End-to-end latency, no stalls (``i_stream`` beats back to back, ``o_stream`` ready), from the cycle the
+    input beat carrying a message's last byte is accepted to the cycle its TopOfBook (and ``applied``) is
+    out: front end (UDP 1-2, MoldUDP64 1-2, splitter 1, decoder 1) + book 6 = **11 cycles** when the last
+    byte sits in frame lanes 0..5, **12** in lanes 6..7 (:data:`LATENCY_CYCLES`), for every message type
+    (REPLACE included), measured on every message of the replay suites. The lane dependence comes from
+    the two re-alignments (UDP payload at frame lane 2, the MoldUDP64 message area 20 bytes on): a byte in
+    the upper lanes completes its output beat only with the next input beat (or a flush beat at the end of
+    a frame). Idle input cycles or backpressure add their own wait. So the goal (≤ 10, one figure for every
+    message) is missed by 1-2 cycles; reaching it needs cut-through realignment in the front end (a
+    start-lane field instead of two shifts) or a shorter book.
+
+    Members
+    -------
+    i_stream : ``In(ByteStream())``
+    o_stream : ``Out(stream.Signature(TopOfBook))``
+    dst_ip, dst_port, dst_mac, match_mac, gap_clear : inputs
+    lookup : ``In(LookupSignature())``
+    status : MoldUDP64 receiver status
+    counters : every block's counters
+    applied, applied_seq : only when the book has them
+    """
+
+    def __init__(self, *, dst_ip: int = DEFAULT_GROUP, dst_port: int = DEFAULT_PORT, dst_mac: int | None = None,
+                 book: dict | None = None, counter_width: int = 32):
+        self.udp = UDPReceiver(dst_ip=dst_ip, dst_port=dst_port, dst_mac=dst_mac, counter_width=counter_width)
+        self.mold = MoldUDP64Receiver(counter_width=counter_width)
+        self.split = ItchSplitter(counter_width=counter_width)
+        self.decode = ItchDecoder(counter_width=counter_width)
+        self.book = MarketBook(**(book or {}))
+        members = {
+            "i_stream": In(ByteStream()),
+            "o_stream": Out(stream.Signature(TopOfBook)),
+        }
+        # Every register input of the UDP filter (dst_ip, dst_port, dst_mac, match_*, vlan_id,
+        # zero_checksum_ok, ...), same shape and initial value.
+        self._udp_regs = []
+        for name, member in self.udp.signature.members.items():
+            if member.is_port and member.flow == In:
+                members[name] = In(member.shape, init=member.init)
+                self._udp_regs.append(name)
+        members.update({
+            "gap_clear": In(1),
+            "lookup": In(LookupSignature()),
+            "status": Out(self.mold.signature.members["status"].signature),
+            "counters": Out(wiring.Signature({
+                "udp": Out(self.udp.signature.members["counters"].signature),
+                "mold": Out(self.mold.signature.members["counters"].signature),
+                "split": Out(wiring.Signature({n: Out(counter_width)
+                                               for n in ("zero_length", "oversize", "truncated")})),
+                "decode": Out(wiring.Signature({
+                    "unknown": Out(counter_width), "malformed": Out(counter_width),
+                    "counts": Out(self.decode.signature.members["counts"].shape),
+                })),
+                "book": Out(self.book.signature.members["counters"].signature),
+            })),
+        })
+        self.has_applied = "applied" in self.book.signature.members
+        if self.has_applied:
+            members["applied"] = Out(1)
+            if "applied_seq" in self.book.signature.members:
+                members["applied_seq"] = Out(self.book.signature.members["applied_seq"].shape)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        udp, mold, split, dec, book = self.udp, self.mold, self.split, self.decode, self.book
+        m.submodules.udp = udp
+        m.submodules.mold = mold
+        m.submodules.split = split
+        m.submodules.decode = dec
+        m.submodules.book = book
+
+        wiring.connect(m, wiring.flipped(self.i_stream), udp.i_stream)
+        wiring.connect(m, udp.o_stream, mold.i_stream)
+        # MoldUDP64 -> splitter: same byte stream, minus `user`.
+        m.d.comb += [
+            split.i_stream.payload.data.eq(mold.o_stream.payload.data),
+            split.i_stream.payload.keep.eq(mold.o_stream.payload.keep),
+            split.i_stream.payload.last.eq(mold.o_stream.payload.last),
+            split.i_stream.valid.eq(mold.o_stream.valid),
+            mold.o_stream.ready.eq(split.i_stream.ready),
+        ]
+        wiring.connect(m, split.o_stream, dec.i_stream)
+        wiring.connect(m, dec.o_stream, book.i_stream)
+        wiring.connect(m, book.o_stream, wiring.flipped(self.o_stream))
+        wiring.connect(m, wiring.flipped(self.lookup), book.lookup)
+
+        m.d.comb += [getattr(udp, name).eq(getattr(self, name)) for name in self._udp_regs]
+        m.d.comb += [
+            mold.gap_clear.eq(self.gap_clear),
+            book.stale.eq(mold.status.gap),
+        ]
+        st = self.status
+        m.d.comb += [
+            st.has_session.eq(mold.status.has_session), st.session.eq(mold.status.session),
+            st.expected.eq(mold.status.expected), st.gap.eq(mold.status.gap),
+            st.first_missing.eq(mold.status.first_missing),
+        ]
+        c = self.counters
+        for blk, group, names in ((udp.counters, c.udp, UDP_COUNTERS), (mold.counters, c.mold, MOLD_COUNTERS),
+                                  (book.counters, c.book, BOOK_COUNTERS)):
+            for n in names:
+                m.d.comb += getattr(group, n).eq(getattr(blk, n))
+        for n in ("zero_length", "oversize", "truncated"):
+            m.d.comb += getattr(c.split, n).eq(getattr(split, n))
+        m.d.comb += [c.decode.unknown.eq(dec.unknown), c.decode.malformed.eq(dec.malformed),
+                     c.decode.counts.eq(dec.counts)]
+        if self.has_applied:
+            m.d.comb += self.applied.eq(book.applied)
+            if "applied_seq" in self.signature.members:
+                m.d.comb += self.applied_seq.eq(book.applied_seq)
+        return m
+
+
+class MarketDataTop(wiring.Component):
+    """AXI4-Stream-named top of :class:`MarketDataPipeline`, for simulation (cocotb, the bulk replay).
+
+    ``s_axis_tdata/tkeep/tlast/tvalid/tready``: the frame input (via :class:`~.stream.AXIStreamTop`).
+    ``m_axis_tdata`` (the :class:`TopOfBook` bits, ``TopOfBook`` field order from bit 0), ``m_axis_tvalid``,
+    ``m_axis_tready``, ``m_axis_tlast`` (always 1: one record per transfer). Every other pipeline port
+    under its flattened name (``counters__udp__ok``, ``lookup__locate``, ``dst_ip``...). Pure wiring.
+    """
+
+    def __init__(self, pipeline: MarketDataPipeline | None = None, **kwargs):
+        self.pipeline = pipeline if pipeline is not None else MarketDataPipeline(**kwargs)
+        self.axi = AXIStreamTop(self.pipeline, streams={"i_stream": "s_axis"})
+        members = {}
+        self._pass = []
+        for name, member in self.axi.signature.members.items():
+            if name.startswith("o_stream__"):
+                continue
+            members[name] = member.flow(member.shape, init=member.init) if member.is_port else member
+            self._pass.append((name, member.flow))
+        width = TopOfBook.as_shape().size
+        members.update({"m_axis_tdata": Out(width), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
+                        "m_axis_tlast": Out(1)})
+        super().__init__(members)
+
+    @property
+    def book(self) -> MarketBook:
+        return self.pipeline.book
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.axi = axi = self.axi
+        for name, flow in self._pass:
+            if flow == In:
+                m.d.comb += getattr(axi, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(axi, name))
+        m.d.comb += [
+            self.m_axis_tdata.eq(axi.o_stream__payload),
+            self.m_axis_tvalid.eq(axi.o_stream__valid),
+            axi.o_stream__ready.eq(self.m_axis_tready),
+            self.m_axis_tlast.eq(1),
+        ]
+        return m
