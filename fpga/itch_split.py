@@ -3,7 +3,7 @@
 See :class:`ItchSplitter`.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,8 +31,15 @@ class ItchSplitter(wiring.Component):
 
     ``i_stream`` is a 64-bit byte stream (:func:`tickgate.fpga.stream.ByteStream`) carrying, per packet,
     the MoldUDP64 message blocks: a big-endian u16 length, then that many message bytes, repeated. A
-    packet starts at lane 0; ``last`` marks its final beat, whose ``keep`` marks the valid lanes. A message
-    and its length prefix may start at any lane and span words.
+    packet may start at any lane: its first beat's ``keep`` marks lanes lo..7 (lo = 0..7; a one-beat packet
+    lo..hi), so an upstream block need not realign its output to lane 0; ``last`` marks the final beat,
+    whose ``keep`` marks lanes 0..hi (contiguous ``keep`` in every beat; lo > 0 only on a first beat). A
+    message and its length prefix may start at any lane and span words.
+
+    Structure (for Fmax): every lane's candidate length prefix is decoded in parallel from the beat (its
+    end beat and lane, zero/over-long, whether it ends in this beat) and one is selected one-hot by the
+    registered lane of the next prefix (the first kept lane at a packet's start); a message's beats are
+    kept as they come and rotated to byte 0 only when it is emitted; counters are bumped a cycle late.
 
     ``o_stream`` carries one :class:`~tickgate.fpga.book_records.ItchMessage` per message: its bytes
     (wire byte *i* in ``bytes[i]``, bytes past ``length`` zero), its length and ``seq``, which counts the
@@ -73,83 +80,142 @@ class ItchSplitter(wiring.Component):
         m = Module()
         i, o = self.i_stream, self.o_stream
 
-        word = i.payload.data
+        w = i.payload.data
+        kp = i.payload.keep                          # contiguous: lanes lo..hi-1 (lo > 0 only on a first beat)
         last = i.payload.last
-        nvalid = Signal(range(BYTES + 1))            # valid lanes of this beat
-        m.d.comb += nvalid.eq(Mux(last, popcount_keep(i.payload.keep), BYTES))
 
+        def lane(k):
+            return w.word_select(k, 8)
+
+        # --- state -------------------------------------------------------------------------------------------
+        sop = Signal(init=1)                         # the next beat starts a packet
         phase = Signal(_Phase)
-        lane = Signal(range(BYTES))                  # first unconsumed lane of the current beat
-        rem = Signal(16)                             # BODY/SKIP: bytes left, counted from `lane`
+        qh = Signal(BYTES)                           # one-hot: lane of the next length prefix in the beat parsed
+                                                     # next (PREFIX; BODY/SKIP: the end beat), 0 = none there
+        eh = Signal(BYTES)                           # BODY/SKIP: one-hot lane of the last byte in the end beat
+        end_here = Signal()                          # BODY/SKIP: the next beat is the end beat (kcnt == 0)
+        kcnt = Signal(13)                            # BODY/SKIP: beats before the end beat
         hi = Signal(8)                               # LEN_LO: the saved high length byte
         length = Signal(range(MAX_ITCH_LEN + 1))     # BODY: message length
         first = Signal(range(BYTES))                 # BODY: lane of the message's first byte in slot 0
-        slot = Signal(range(_SLOTS))                 # BODY: slot the current beat goes into
-        buf = Signal(data.ArrayLayout(8 * BYTES, _SLOTS))
+        jh = Signal(_SLOTS, init=1)                  # BODY: one-hot slot the current beat goes into
+        buf = Signal(data.ArrayLayout(8 * BYTES, _SLOTS - 1))
 
-        # The message's words as they stand with the current beat in its slot.
+        # --- every candidate length prefix, computed in parallel and selected one-hot ----------------------
+        # Candidate l (0..6): the prefix at lanes l, l+1 of this beat, body from lane l+2. Candidate 7: the
+        # prefix's high byte at lane 7 alone. Candidate 8 (LEN_LO): `hi` and lane 0, body from lane 1.
+        # E = offset (from lane 0 of this beat) of the message's last byte = body start - 1 + length.
+        first_kept = Cat(kp[0], *(kp[k] & ~kp[k - 1] for k in range(1, BYTES)))
+        in_msg = (phase == _Phase.BODY) | (phase == _Phase.SKIP)
+        endvalid = (eh & kp).any()                   # the end beat holds the message's last byte
+        parse = ((phase == _Phase.LEN_HI) | (phase == _Phase.LEN_LO) | (in_msg & end_here & endvalid))
+        sel = Signal(BYTES + 1)
+        m.d.comb += sel.eq(Mux(phase == _Phase.LEN_LO, 1 << BYTES, Mux(sop, first_kept, qh)))
+
+        cands = []
+        for c in range(BYTES + 1):
+            if c == BYTES:
+                ln, bs, here, two = Cat(lane(0), hi), 1, 1, 1
+            elif c == BYTES - 1:
+                ln, bs, here, two = Cat(lane(c), lane(c)), c + 2, kp[c], 0
+            else:
+                ln, bs, here, two = Cat(lane(c + 1), lane(c)), c + 2, kp[c], kp[c + 1]
+            e = Signal(17, name=f"e{c}")
+            m.d.comb += e.eq(ln + (bs - 1))
+            lo7 = Signal(7, name=f"lo7_{c}")          # the low end of E without the long carry chain
+            m.d.comb += lo7.eq(ln[:6] + (bs - 1))
+            small = ln[6:] == 0
+            cands.append(dict(
+                len=ln, here=here, two=two, bs=bs, e=lo7,
+                zero=ln == 0, long=ln > MAX_ITCH_LEN,
+                d0=small & (lo7 < 8), d1=small & (lo7[3:] == 1),
+                kc=(e - 8)[3:16],
+                # a zero length: is there more of this beat after it?
+                zmore=(kp[bs] if bs < BYTES else 0),
+            ))
+            cd = cands[-1]
+            # The outcome, per candidate (selected one-hot below: short paths to the few registers it drives).
+            cd["o_none"] = ~Value.cast(here)
+            cd["o_lo"] = here & ~Value.cast(two)
+            cd["o_zero"] = here & two & cd["zero"]
+            cd["o_long"] = here & two & ~cd["zero"] & cd["long"]
+            cd["o_body"] = here & two & ~cd["zero"] & ~cd["long"]
+            cd["stall"] = here & two & Mux(cd["zero"], cd["zmore"], ~cd["long"] & cd["d0"])
+
+        def pick(key, width=1):
+            terms = []
+            for c in range(BYTES + 1):
+                v = cands[c][key]
+                v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
+                terms.append(v & sel[c].replicate(width))
+            return _or(terms)
+
+        o_none, o_lo, o_zero, o_long, o_body = (pick(k) for k in ("o_none", "o_lo", "o_zero", "o_long", "o_body"))
+        # (with no candidate selected, e.g. a message ending at lane 7: none)
+        o_none = o_none | (sel == 0)
+        n_len = pick("len", 16)
+        n_d0 = pick("d0")
+        n_d1 = pick("d1")
+        n_kc = pick("kc", 13)
+        n_e3 = pick("e", 3)                          # lane of the last byte
+        n_hi = _or([lane(c) & sel[c].replicate(8) for c in range(BYTES)])
+        n_first = _or([Const((cands[c]["bs"]) % BYTES, 3) & sel[c].replicate(3) for c in range(BYTES + 1)])
+        n_body_here = _or([Const(int(cands[c]["bs"] < BYTES), 1) & sel[c] for c in range(BYTES + 1)])
+        n_zmore = pick("zmore")
+        n_znext = _or([Const((1 << cands[c]["bs"]) & 0xFF, BYTES) & sel[c].replicate(BYTES)
+                       for c in range(BYTES + 1)])   # one-hot lane after a zero length (0: the next beat)
+        eh_new = Signal(BYTES)
+        m.d.comb += eh_new.eq(Const(1, BYTES) << n_e3)
+        qh_new = Signal(BYTES)                       # lane after the message's end (0: next beat, lane 0)
+        m.d.comb += qh_new.eq((Const(2, BYTES + 1) << n_e3)[:BYTES])
+
+        # --- the message: slots 0..j-1 from `buf`, slot j the current beat; rotate by `first`, mask -----------
         view = Signal(8 * BYTES * _SLOTS)
-        m.d.comb += view.eq(Cat(Mux(slot == n, word, buf[n]) for n in range(_SLOTS)))
-        # Rotate the first body byte to byte 0 and zero the bytes past the length.
+        m.d.comb += view.eq(Cat(*(Mux(jh[n], w, buf[n]) if n < _SLOTS - 1 else w for n in range(_SLOTS))))
         body = Signal(8 * MAX_ITCH_LEN)
         with m.Switch(first):
             for n in range(BYTES):
                 with m.Case(n):
                     m.d.comb += body.eq(view[8 * n: 8 * (n + MAX_ITCH_LEN)])
-        masked = Cat(Mux(n < length, body[8 * n: 8 * n + 8], 0) for n in range(MAX_ITCH_LEN))
+        masked = Cat(*(body[8 * n: 8 * n + 8] & (length > n).replicate(8) for n in range(MAX_ITCH_LEN)))
 
-        def lane_byte(index):
-            return word.word_select(index[:3], 8)
-
-        # Where the current message (or skip) ends, if it ends in this beat.
-        in_msg = (phase == _Phase.BODY) | (phase == _Phase.SKIP)
-        avail = Signal(range(BYTES + 1))
-        ends = Signal()
-        q = Signal(range(BYTES + 1))                 # lane after the end: where a length prefix may start
-        m.d.comb += avail.eq(nvalid - lane)
-        with m.If(in_msg):
-            m.d.comb += [ends.eq(rem <= avail), q.eq(lane + rem[:4])]
-        with m.Else():
-            m.d.comb += q.eq(lane)
-
-        # A length prefix starting at lane q (or completing at lane q in LEN_LO).
-        have_len = Signal()
-        new_len = Signal(16)
-        start = Signal(range(BYTES + 2))             # lane of the new message's first byte (may be 8)
-        q1 = Signal(range(BYTES + 2))
-        m.d.comb += q1.eq(q + 1)
-        with m.If(phase == _Phase.LEN_LO):
-            m.d.comb += [have_len.eq(q < nvalid), new_len.eq(Cat(lane_byte(q), hi)), start.eq(q1)]
-        with m.Else():
-            m.d.comb += [have_len.eq(q1 < nvalid),
-                         new_len.eq(Cat(lane_byte(q1), lane_byte(q))),
-                         start.eq(q + 2)]
-        left = Signal(range(BYTES + 1))              # bytes of the beat after the prefix
-        m.d.comb += left.eq(nvalid - start)
-        is_zero = new_len == 0
-        is_long = new_len > MAX_ITCH_LEN
-
-        parse = ~in_msg | ends
-        # The next message (or another zero-length one) also ends in this beat: hold the beat.
-        stall = Signal()
-        m.d.comb += stall.eq(parse & have_len & ~is_long &
-                             Mux(is_zero, left != 0, new_len <= left))
-
+        # --- control -----------------------------------------------------------------------------------------
         can_out = ~o.valid | o.ready
         go = i.valid & can_out
+        stall = Signal()                             # this beat needs another cycle (the next block ends in it)
+        m.d.comb += stall.eq(parse & pick("stall"))
         m.d.comb += i.ready.eq(can_out & ~stall)
 
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
 
+        # Counter increments are registered and added a cycle later (off the parsing paths).
+        inc_truncated, inc_zero, inc_oversize = Signal(), Signal(), Signal()
+        m.d.sync += [inc_truncated.eq(0), inc_zero.eq(0), inc_oversize.eq(0),
+                     self.truncated.eq(self.truncated + inc_truncated),
+                     self.zero_length.eq(self.zero_length + inc_zero),
+                     self.oversize.eq(self.oversize + inc_oversize)]
+
+        def packet_end(truncated):
+            """The beat is the packet's last (and is consumed): count a truncation (the restart at the next
+            packet is done below for every consumed last beat)."""
+            return [inc_truncated.eq(1)] if truncated is not None else []
+
         with m.If(go):
-            with m.If(~parse):
+            m.d.sync += sop.eq(last & ~stall)
+            with m.If(in_msg & ~end_here):
                 # The message (or skip) runs past this beat.
-                m.d.sync += [rem.eq(rem - avail), lane.eq(0)]
+                m.d.sync += [kcnt.eq(kcnt - 1), end_here.eq(kcnt == 1)]
                 with m.If(phase == _Phase.BODY):
-                    m.d.sync += [buf[slot].eq(word), slot.eq(slot + 1)]
+                    m.d.sync += jh.eq(jh << 1)
+                    for n in range(_SLOTS - 1):
+                        with m.If(jh[n]):
+                            m.d.sync += buf[n].eq(w)
                 with m.If(last):
-                    m.d.sync += [phase.eq(_Phase.LEN_HI), self.truncated.eq(self.truncated + 1)]
+                    m.d.sync += packet_end(1)
+            with m.Elif(in_msg & ~endvalid):
+                # The packet ended before the message did.
+                m.d.sync += packet_end(1)
             with m.Else():
                 with m.If(in_msg & (phase == _Phase.BODY)):
                     m.d.sync += [
@@ -158,36 +224,39 @@ class ItchSplitter(wiring.Component):
                         o.payload.length.eq(length),
                         o.payload.seq.eq(o.payload.seq + 1),   # the previous message's seq
                     ]
-                with m.If(have_len):
-                    with m.If(is_zero):
-                        m.d.sync += [phase.eq(_Phase.LEN_HI), self.zero_length.eq(self.zero_length + 1)]
-                        m.d.sync += lane.eq(Mux(stall, start, 0))
-                    with m.Elif(is_long):
-                        m.d.sync += [phase.eq(_Phase.SKIP), rem.eq(new_len - left), lane.eq(0),
-                                     self.oversize.eq(self.oversize + 1)]
-                        with m.If(last):
-                            m.d.sync += [phase.eq(_Phase.LEN_HI), self.truncated.eq(self.truncated + 1)]
-                    with m.Else():
-                        m.d.sync += [phase.eq(_Phase.BODY), length.eq(new_len), first.eq(start[:3])]
-                        with m.If(stall):
-                            # The whole message is in this beat: take it next cycle from lane `start`.
-                            m.d.sync += [rem.eq(new_len), lane.eq(start), slot.eq(0)]
-                        with m.Else():
-                            m.d.sync += [rem.eq(new_len - left), lane.eq(0)]
-                            with m.If(start < BYTES):
-                                m.d.sync += [buf[0].eq(word), slot.eq(1)]
-                            with m.Else():
-                                m.d.sync += slot.eq(0)
-                            with m.If(last):
-                                m.d.sync += [phase.eq(_Phase.LEN_HI),
-                                             self.truncated.eq(self.truncated + 1)]
-                with m.Elif(q < nvalid):
-                    # Only the high byte of the prefix is in this beat.
-                    m.d.sync += [phase.eq(_Phase.LEN_LO), hi.eq(lane_byte(q)), lane.eq(0)]
+                # What a new message needs is loaded whatever the prefix turns out to be (it is only read in
+                # BODY/SKIP/LEN_LO, and the message being emitted has been read this cycle): only the
+                # phase, the next prefix lane and the counters depend on the outcome (short paths, few loads).
+                m.d.sync += [length.eq(n_len[:6]), first.eq(n_first), eh.eq(eh_new),
+                             hi.eq(n_hi), buf[0].eq(w), kcnt.eq(Mux(n_d0, 0, n_kc)), end_here.eq(n_d0 | n_d1),
+                             jh.eq(Mux(n_body_here & ~n_d0, 2, 1))]
+                # A length prefix at the selected lane (none when the message ended at lane 7).
+                with m.If(o_none):
+                    m.d.sync += [phase.eq(_Phase.LEN_HI), qh.eq(1)]
+                with m.Elif(o_lo):
+                    m.d.sync += phase.eq(_Phase.LEN_LO)
                     with m.If(last):
-                        m.d.sync += [phase.eq(_Phase.LEN_HI), self.truncated.eq(self.truncated + 1)]
+                        m.d.sync += packet_end(1)
+                with m.Elif(o_zero):
+                    m.d.sync += [phase.eq(_Phase.LEN_HI), inc_zero.eq(1), qh.eq(Mux(n_zmore, n_znext, 1))]
+                with m.Elif(o_long):
+                    m.d.sync += [phase.eq(_Phase.SKIP), qh.eq(qh_new), inc_oversize.eq(1)]
+                    with m.If(last):
+                        m.d.sync += packet_end(1)
                 with m.Else():
-                    # The beat ends exactly at a message boundary.
-                    m.d.sync += [phase.eq(_Phase.LEN_HI), lane.eq(0)]
+                    # A message; with n_d0 it lies wholly in this beat and is emitted next cycle from it (held).
+                    m.d.sync += [phase.eq(_Phase.BODY), qh.eq(qh_new)]
+                    with m.If(last & ~n_d0):
+                        m.d.sync += packet_end(1)
+            # Every consumed last beat ends the packet (a held beat is parsed again next cycle).
+            with m.If(last & ~stall):
+                m.d.sync += phase.eq(_Phase.LEN_HI)
 
         return m
+
+
+def _or(terms):
+    result = terms[0]
+    for t in terms[1:]:
+        result = result | t
+    return result

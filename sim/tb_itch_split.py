@@ -260,12 +260,15 @@ class SplitTB:
     def counters(self) -> dict:
         return {name: getattr(self.dut, name).value.to_unsigned() for name in self.COUNTERS}
 
-    async def run(self, blocks: list[bytes], *, check_latency: bool = True, timeout: int = 200_000):
-        """Send ``blocks`` (one packet each), wait for every expected message, check everything."""
+    async def run(self, blocks: list[bytes], *, check_latency: bool = True, timeout: int = 200_000,
+                  starts: list[int] | None = None):
+        """Send ``blocks`` (one packet each), wait for every expected message, check everything. ``starts``:
+        the lane of each packet's first byte (its first beat's ``keep`` clear below it; default 0)."""
         expected, ends, counts = split_reference(blocks)
-        for pkt in blocks:
-            await self.source.send(AxiStreamFrame(pkt))
-        nbeats = sum((len(p) + BEAT - 1) // BEAT for p in blocks)
+        starts = starts or [0] * len(blocks)
+        for pkt, lo in zip(blocks, starts):
+            await self.source.send(AxiStreamFrame(bytes(lo) + pkt, tkeep=[0] * lo + [1] * len(pkt)))
+        nbeats = sum((lo + len(p) + BEAT - 1) // BEAT for p, lo in zip(blocks, starts))
         for _ in range(timeout):
             if len(self.beats) == nbeats and len(self.sink.items) >= len(expected):
                 break
@@ -281,10 +284,10 @@ class SplitTB:
         assert self.counters() == counts, f"counters {self.counters()}, expected {counts}"
         if check_latency:
             first_beat = [0]
-            for pkt in blocks:
-                first_beat.append(first_beat[-1] + (len(pkt) + BEAT - 1) // BEAT)
+            for pkt, lo in zip(blocks, starts):
+                first_beat.append(first_beat[-1] + (lo + len(pkt) + BEAT - 1) // BEAT)
             for n, ((first_valid, _, _), (pkt, offset)) in enumerate(zip(self.sink.items, ends)):
-                accepted = self.beats[first_beat[pkt] + offset // BEAT]
+                accepted = self.beats[first_beat[pkt] + (starts[pkt] + offset) // BEAT]
                 assert first_valid - accepted == LATENCY, \
                     f"message {n + 1}: valid at cycle {first_valid}, last byte's beat taken at {accepted}"
         return expected
@@ -358,6 +361,39 @@ async def test_short_messages(dut, idle, backpressure):
                 for _ in range(rng.randint(1, 40))]
         blocks += message_blocks(msgs)
     await tb.run(blocks, check_latency=False)
+
+
+@cocotb.test()
+@cocotb.parametrize(**MODES)
+async def test_unaligned_start(dut, idle, backpressure):
+    """Packets whose first byte is at any lane 0..7 (first beat's keep clear below it, as the MoldUDP64
+    receiver delivers its message area): exact output, latency 1, full rate; malformed ones too."""
+    tb = SplitTB(dut)
+    tb.configure(idle, backpressure, seed=5)
+    await tb.reset()
+    rng = random.Random(19)
+    blocks, starts = [], []
+    for k in range(64):
+        msgs = [random_message(rng) for _ in range(rng.randint(1, 6))]
+        blocks += message_blocks(msgs)[:1]
+        starts.append(k % 8)
+    await tb.run(blocks, starts=starts)
+    if not idle and not backpressure:
+        assert tb.beats == list(range(tb.beats[0], tb.beats[0] + len(tb.beats))), "input was stalled"
+    await tb.reset()
+    cases, starts = [], []
+    for k in range(80):
+        parts = []
+        for _ in range(rng.randint(1, 8)):
+            r = rng.random()
+            parts.append(_block(0) if r < 0.15 else _block(rng.randint(51, 120), rng=rng) if r < 0.25
+                         else _block(rng.randint(1, 50), rng=rng))
+        pkt = b"".join(parts)
+        if rng.random() < 0.4:
+            pkt = pkt[:rng.randint(1, len(pkt))]
+        cases.append(pkt)
+        starts.append(rng.randrange(8))
+    await tb.run(cases, check_latency=False, starts=starts)
 
 
 def _block(length: int, body: bytes | None = None, rng=None) -> bytes:

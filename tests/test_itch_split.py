@@ -50,4 +50,4 @@ def test_rtl(simulator):
     top = AXIStreamTop(ItchSplitter(), streams={"i_stream": "s_axis"})
     result = runner.run(top, toplevel="itch_split", test_module="tickgate.sim.tb_itch_split", extra_env=env,
                         simulator=simulator)
-    assert len(result.tests) == 5 * 4
+    assert len(result.tests) == 6 * 4
