@@ -15,8 +15,8 @@ from tickgate.fpga.moldudp64_rx import LATENCY, LATENCY_MAX, MIN_MESSAGE, MOLD_C
 from tickgate.sim.tb import StreamTB
 
 MATRIX = dict(idle=[False, True], backpressure=[False, True])
-#: Cycles from a packet's first input beat to its first output beat, with no stalls.
-FIRST_BEAT_LATENCY = 4
+#: Cycles from a packet's first input beat to its first output beat (input beat 2, lanes 4..7), no stalls.
+FIRST_BEAT_LATENCY = 3
 MASK64 = (1 << 64) - 1
 
 
@@ -293,7 +293,8 @@ async def test_malformed(dut, idle, backpressure):
 @cocotb.test()
 @cocotb.parametrize(**MATRIX)
 async def test_latency(dut, idle, backpressure):
-    """Without stalls, output beat k of a packet is accepted exactly 4 + k cycles after its first input beat."""
+    """Without stalls, output beat k of a packet (input beat 2 + k, not realigned) is accepted exactly 3 + k
+    cycles after its first input beat."""
     tb = await setup(dut, idle, backpressure)
     rng = random.Random(5)
     s = b"LATENCY001"
@@ -307,11 +308,11 @@ async def test_latency(dut, idle, backpressure):
         return
     outs = iter(tb.beats_out)
     for pkt, start in zip(pkts, tb.frames_in):
-        n = len(pkt) - 20
-        for k in range((n + 7) // 8):
+        n = (len(pkt) + 7) // 8 - 2
+        for k in range(n):
             cycle, last = next(outs)
-            assert cycle - start == FIRST_BEAT_LATENCY + k, (n, k, cycle - start)
-            assert last == (k == (n - 1) // 8)
+            assert cycle - start == FIRST_BEAT_LATENCY + k, (len(pkt), k, cycle - start)
+            assert last == (k == n - 1)
     assert_last_byte_latency(tb, pkts)
 
 
@@ -337,8 +338,8 @@ async def test_random(dut, idle, backpressure):
 
 
 def assert_last_byte_latency(tb, pkts):
-    """The output beat holding each forwarded packet's last byte is accepted LATENCY (or LATENCY_MAX, flush)
-    cycles after the input beat holding it; whole packets' beat k at 4 + k. For a run without stalls."""
+    """Every output beat is its input beat (not realigned), accepted LATENCY = 1 cycle after it, so the beat
+    holding each forwarded packet's last byte too; whole packets' beat k at 3 + k. For a run without stalls."""
     model = MoldModel()
     outs, ins = iter(tb.beats_out), iter(tb.beats_in)
     for pkt, start in zip(pkts, tb.frames_in):
@@ -348,11 +349,12 @@ def assert_last_byte_latency(tb, pkts):
         if len(model.out) == before:
             continue
         area = model.out[-1][1]
-        n = (len(area) + 7) // 8
-        cycles = [next(outs)[0] for _ in range(n)]
+        first = (len(pkt) - len(area)) // 8             # input beat holding the area's first byte
+        cycles = [next(outs)[0] for _ in range(len(beats) - first)]
         if len(area) == len(pkt) - 20:
-            assert cycles == [start + 4 + k for k in range(n)], (cycles, start)
-        assert cycles[-1] - beats[-1] in (LATENCY, LATENCY_MAX), (cycles[-1] - beats[-1], len(pkt), len(area))
+            assert cycles == [start + FIRST_BEAT_LATENCY + k for k in range(len(cycles))], (cycles, start)
+        assert [c - b for c, b in zip(cycles, beats[first:])] == [LATENCY] * len(cycles), (len(pkt), len(area))
+        assert LATENCY_MAX == LATENCY
 
 
 @cocotb.test()
