@@ -257,7 +257,7 @@ class _FwdMemory:
         with m.Else():
             m.d.comb += [wp.en.eq(self.we), wp.addr.eq(self.waddr), wp.data.eq(self.wdata)]
         self._hist = []          # [0]: the write made one cycle ago, [1]: two cycles ago
-        src = (wp.en, wp.addr, wp.data)
+        src = self._src = (wp.en, wp.addr, wp.data)
         for i in range(2):
             h = (Signal(name=f"{name}_h{i}_en"), Signal(range(depth), name=f"{name}_h{i}_addr"),
                  Signal(shape, name=f"{name}_h{i}_data"))
@@ -279,12 +279,17 @@ class _FwdMemory:
         m = self._m
         rp, raw, n = self._port(addr)
         a1 = Signal(range(self.depth), name=f"{n}_a1")
-        a2 = Signal(range(self.depth), name=f"{n}_a2")
-        m.d.sync += [a1.eq(rp.addr), a2.eq(a1)]
+        m.d.sync += a1.eq(rp.addr)
+        # the selects are registered: at c+1 the write being made (h0 at c+2) and h0 (h1 at c+2) are
+        # compared with the address read at c
+        wen, waddr, _ = self._src
+        sel = [Signal(name=f"{n}_sel{i}") for i in range(2)]
+        m.d.sync += [sel[0].eq(waddr == a1), sel[1].eq(self._hist[0][1] == a1)]
         merged = Signal(self.shape, name=f"{n}_merged")
         m.d.comb += merged.eq(raw)
-        for en, haddr, hdata in reversed(self._hist):     # newest last, so it wins
-            with m.If(en & (haddr == a2)):
+        for i in (1, 0):                                  # newest last, so it wins
+            en, _, hdata = self._hist[i]
+            with m.If(en & sel[i]):
                 m.d.comb += merged.eq(hdata)
         return merged
 
@@ -457,13 +462,13 @@ class MarketBook(wiring.Component):
             m.d.sync += [ra_v[i].eq(ra_v[i - 1]), ra_ref[i].eq(ra_ref[i - 1])]
 
         rd_addr = Signal(bbits)
-        m.d.comb += rd_addr.eq(Mux(ra_v[0], bucket(ra_ref[0]), bucket(u0.ref)))
+        m.d.comb += rd_addr.eq(Mux(ra_v[0], bucket(ra_ref[0]), bucket(op.ref)))   # not gated by accept
         way_raw = [w.read(rd_addr) for w in ways]
         a1, a2 = Signal(bbits), Signal(bbits)
         m.d.sync += [a1.eq(rd_addr), a2.eq(a1)]
         ra_same = [Signal(name=f"ra_same{i}") for i in range(3)]   # new ref in the original's bucket
         m.d.sync += [ra_same[1].eq(ra_v[0] & (bucket(ra_ref[0]) == a1)), ra_same[2].eq(ra_same[1])]
-        loc_rd = loctab.read(u0.locate[:lbits] if lbits else 0)
+        loc_rd = loctab.read(op.locate[:lbits] if lbits else 0)
 
         # ---- order-table write history (writes happen at order stage B = stage 3 of their micro-op)
         ow_en = Signal(W)                     # this cycle's write (stage B)
