@@ -19,13 +19,13 @@ from .order_book import LookupSignature, MarketBook
 from .stream import AXIStreamTop, ByteStream
 from .udp_rx import DEFAULT_GROUP, DEFAULT_PORT, UDP_COUNTERS, UDPReceiver
 
-__all__ = ["MarketDataPipeline", "MarketDataTop", "LATENCY_CYCLES"]
+__all__ = ["MarketDataPipeline", "MarketDataTop", "LATENCY_BY_LANE"]
 
 #: End-to-end latency (cycles, no stalls) from the cycle the input beat carrying a message's last byte is
 #: accepted to the cycle its TopOfBook record (or ``applied`` strobe) leaves the book, by the frame lane of
-#: that byte (frames of back-to-back beats). Measured by ``tickgate.sim.rtl_replay`` on every message of
+#: that byte, 0..7 (frames of back-to-back beats). Measured by ``tickgate.sim.rtl_replay`` on every message of
 #: the replay suites and asserted by ``tests/test_pipeline.py``.
-LATENCY_CYCLES = {"lanes 0-5": 11, "lanes 6-7": 12}
+LATENCY_BY_LANE = (10, 10, 11, 11, 11, 11, 11, 11)
 
 
 class MarketDataPipeline(wiring.Component):
@@ -59,14 +59,15 @@ class MarketDataPipeline(wiring.Component):
 
     End-to-end latency, no stalls (``i_stream`` beats back to back, ``o_stream`` ready), from the cycle the
     input beat carrying a message's last byte is accepted to the cycle its TopOfBook (and ``applied``) is
-    out: front end (UDP 1-2, MoldUDP64 1-2, splitter 1, decoder 1) + book 6 = **11 cycles** when the last
-    byte sits in frame lanes 0..5, **12** in lanes 6..7 (:data:`LATENCY_CYCLES`), for every message type
-    (REPLACE included), measured on every message of the replay suites. The lane dependence comes from
-    the two re-alignments (UDP payload at frame lane 2, the MoldUDP64 message area 20 bytes on): a byte in
-    the upper lanes completes its output beat only with the next input beat (or a flush beat at the end of
-    a frame). Idle input cycles or backpressure add their own wait. So the goal (≤ 10, one figure for every
-    message) is missed by 1-2 cycles; reaching it needs cut-through realignment in the front end (a
-    start-lane field instead of two shifts) or a shorter book.
+    out: front end (UDP 1-2, MoldUDP64 1-2, splitter 1, decoder 1) + book 6 = **10 cycles** when the last
+    byte sits in frame lanes 0..1, **11** in lanes 2..7 (:data:`LATENCY_BY_LANE`), for every message type
+    (REPLACE included), measured on every message of the replay suites (at commit ed8cef0 of the blocks).
+    The lane dependence comes from the re-alignment of the UDP payload (frame lane 2) and of the
+    MoldUDP64 message area: a byte in the upper lanes completes its output beat only with the next input
+    beat (or a flush beat at the end of a frame). Idle input cycles or backpressure add their own wait. So
+    the goal (≤ 10, one figure for every message) holds for lanes 0..1 and is missed by one cycle
+    otherwise; closing it needs cut-through realignment in the front end (emit the partial beat) or one
+    stage less in the book.
 
     Members
     -------

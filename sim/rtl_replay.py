@@ -277,6 +277,12 @@ def _config_header(top) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _silence(top) -> None:
+    p = top.pipeline
+    for c in (top, top.axi, p, p.udp, p.mold, p.split, p.decode, p.book):
+        c._MustUse__silence = True
+
+
 @dataclass
 class Built:
     exe: Path
@@ -317,7 +323,7 @@ def build(book: dict | None = None) -> Built:
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + REPLAY_MAKEFLAGS).strip()
     with runner._locked(REPLAY_ROOT / f".{bdir.name}.lock"):
         if (bdir / "build.ok").exists() and exe.exists():
-            top._MustUse__silence = True        # not elaborated: the cached model is reused
+            _silence(top)                       # not elaborated: the cached model is reused
             return built
         bdir.mkdir(parents=True, exist_ok=True)
         (bdir / f"{TOPLEVEL}.v").write_text(runner.convert(top, TOPLEVEL))

@@ -16,7 +16,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSource
 
-from tickgate.fpga.market_data import LATENCY_CYCLES
+from tickgate.fpga.market_data import LATENCY_BY_LANE
 from tickgate.model.replay import ModelReplay
 from tickgate.wire import moldudp64, net
 
@@ -169,7 +169,7 @@ async def _run_clean(dut, idle, backpressure, seed):
         assert tb.applied, "the book has no applied strobe"
         for seq, (fi, end) in enumerate(where, 1):
             accept = tb.beats_in[first_beat[fi] + end // 8]
-            want = LATENCY_CYCLES["lanes 0-5"] if end % 8 < 6 else LATENCY_CYCLES["lanes 6-7"]
+            want = LATENCY_BY_LANE[end % 8]
             got = tb.applied[seq] - accept
             assert got == want, f"message {seq} ({chr(messages[seq - 1][0])}, lane {end % 8}): latency {got}, want {want}"
         for r in tb.rows:

