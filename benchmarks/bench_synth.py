@@ -58,6 +58,7 @@ class Result:
     params: str = ""
     latency: str = ""               # cycles, as the block states it
     latency_cycles: float | None = None
+    latency_max_cycles: float | None = None   # when the block states a larger figure for some bytes
     fmax_mhz: float | None = None
     lut4: int | None = None
     ff: int | None = None
@@ -76,17 +77,29 @@ class Result:
             return None
         return self.latency_cycles * 1000.0 / self.fmax_mhz
 
+    @property
+    def latency_max_ns(self) -> float | None:
+        if self.latency_max_cycles is None or not self.fmax_mhz:
+            return None
+        return self.latency_max_cycles * 1000.0 / self.fmax_mhz
+
 
 # --- the blocks -------------------------------------------------------------------------------------------
 
+def _latency(mod):
+    """``LATENCY``, or ``(LATENCY, LATENCY_MAX)`` when the module states a larger figure for some bytes."""
+    lo, hi = getattr(mod, "LATENCY", None), getattr(mod, "LATENCY_MAX", None)
+    return (lo, hi) if isinstance(lo, int) and isinstance(hi, int) and hi != lo else lo
+
+
 def _udp_rx():
     from tickgate.fpga import udp_rx
-    return udp_rx.UDPReceiver(), "64-bit, <=2 VLAN tags", getattr(udp_rx, "LATENCY", None)
+    return udp_rx.UDPReceiver(), "64-bit, <=2 VLAN tags", _latency(udp_rx)
 
 
 def _mold_rx():
     from tickgate.fpga import moldudp64_rx
-    return moldudp64_rx.MoldUDP64Receiver(), "64-bit, 32-bit counters", getattr(moldudp64_rx, "LATENCY", None)
+    return moldudp64_rx.MoldUDP64Receiver(), "64-bit, 32-bit counters", _latency(moldudp64_rx)
 
 
 def _itch_split():
@@ -274,9 +287,13 @@ def measure(name: str, *, workdir: Path, mhz: float, mapper: str) -> Result:
         if not isinstance(e, (RuntimeError, subprocess.TimeoutExpired)):
             res.error += "\n" + traceback.format_exc()[-1500:]
     res.params = params
-    res.latency = str(latency) if latency is not None else "?"
-    if isinstance(latency, (int, float)):
-        res.latency_cycles = latency
+    if isinstance(latency, tuple):
+        res.latency = f"{latency[0]} ({latency[1]})"
+        res.latency_cycles, res.latency_max_cycles = latency
+    else:
+        res.latency = str(latency) if latency is not None else "?"
+        if isinstance(latency, (int, float)):
+            res.latency_cycles = latency
     return res
 
 
@@ -290,8 +307,11 @@ def table(results: list[Result], markdown: bool = False) -> str:
                          ""])
             continue
         ns = r.latency_ns
+        ns_text = f"{ns:.1f}" if ns is not None else "?"
+        if r.latency_max_ns is not None:
+            ns_text += f" ({r.latency_max_ns:.1f})"
         rows.append([r.block, r.params, f"{r.fmax_mhz:.1f}" if r.fmax_mhz else "?", str(r.lut4), str(r.ff),
-                     str(r.ebr), str(r.dsp), r.latency, f"{ns:.1f}" if ns is not None else "?", r.synth_options])
+                     str(r.ebr), str(r.dsp), r.latency, ns_text, r.synth_options])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -332,7 +352,8 @@ def main(argv=None) -> int:
           f"target {args.mhz} MHz; nextpnr {' '.join(NEXTPNR_ARGS)}", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([dict(asdict(r), latency_ns=r.latency_ns) for r in results], indent=1))
+        args.json.write_text(json.dumps([dict(asdict(r), latency_ns=r.latency_ns, latency_max_ns=r.latency_max_ns)
+                                         for r in results], indent=1))
     return 0 if all(not r.error for r in results if r.block not in ("market_book", "market_data")) else 1
 
 

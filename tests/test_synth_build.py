@@ -1,8 +1,8 @@
 """Place and route of the front-end blocks for an ECP5 LFE5UM5G-85F with yowasp (benchmarks/bench_synth.py).
 
 Marked ``synth``: runs only with ``--run-synth`` (about a minute per block). Asserts that every front-end block
-synthesises and routes, uses no EBR/DSP, and records Fmax; the 156.25 MHz goal is checked where it is met
-(docs/gateware.md lists the blocks that miss it and why), so a regression below the measured figure fails.
+synthesises and routes, uses no EBR/DSP, and meets its Fmax floor: at least the 156.25 MHz target for every
+block, a little below the figure measured for docs/gateware.md, so a regression fails.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.synth, pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
-#: Floors a little below the figures measured for docs/gateware.md (same seed, same tools).
-FMAX_FLOOR = {"udp_rx": 105.0, "mold_rx": 70.0, "itch_split": 100.0, "itch_decode": 156.25}
+#: Floors below the figures measured for docs/gateware.md (same seed, same tools: udp_rx 168.8, mold_rx
+#: 168.7, itch_split 162.5, itch_decode 170.0 MHz), leaving 4-6 % for placement noise from small design
+#: changes, and never below the 156.25 MHz target, which every front-end block now meets.
+FMAX_FLOOR = {"udp_rx": 160.0, "mold_rx": 160.0, "itch_split": 156.25, "itch_decode": 160.0}
 
 
 def _bench():
