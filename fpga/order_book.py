@@ -796,7 +796,13 @@ class MarketBook(wiring.Component):
         zero_lv = Const(0, Level.as_shape().size)
         new_lv = Signal(Level)
         m.d.comb += [new_lv.px.eq(q.op.p_a), new_lv.sz.eq(q.op.s_a)]
-        m.d.comb += [newB.eq(eB), newB.degraded.eq(eB.degraded | q.op.degrade)]
+        # newB (and row below) are driven whole, by unconditional assignments only: a signal driven partly by
+        # a process and partly by plain connections comes out of Yosys' write_verilog with per-slice
+        # `always @*` blocks that have no time-0 trigger, and on Icarus a slice whose source never changes
+        # (e.g. ``degraded`` or ``stale`` staying 0 all run) stays X for ever.
+        new_ovf, new_bound = Signal(48), Signal(32)
+        m.d.comb += [newB.ovf.eq(new_ovf), newB.bound.eq(new_bound),
+                     newB.degraded.eq(eB.degraded | q.op.degrade)]
         for j in range(K):
             cur = Mux(Rt[j], emod[j + 1].as_value() if j + 1 < K else zero_lv, emod[j].as_value())
             if j:
@@ -808,13 +814,13 @@ class MarketBook(wiring.Component):
         m.d.comb += o_dk.eq(q.o_k - q.op.s_d)
         with m.If(push):
             # the pushed-out entry is the K-th after the delete half (smaller if the delete took from it)
-            m.d.comb += [newB.ovf.eq(Mux(del_untracked | q.md[K - 1], o_dk, q.o_k)),
-                         newB.bound.eq(eB.lv[K - 1].px)]
+            m.d.comb += [new_ovf.eq(Mux(del_untracked | q.md[K - 1], o_dk, q.o_k)),
+                         new_bound.eq(eB.lv[K - 1].px)]
         with m.Elif(to_ovf):
-            m.d.comb += [newB.ovf.eq(Mux(del_untracked, q.o_da, q.o_a)),
-                         newB.bound.eq(Mux(~ovf1_any | q.beats, q.op.p_a, bound1))]
+            m.d.comb += [new_ovf.eq(Mux(del_untracked, q.o_da, q.o_a)),
+                         new_bound.eq(Mux(~ovf1_any | q.beats, q.op.p_a, bound1))]
         with m.Else():
-            m.d.comb += [newB.ovf.eq(Mux(del_untracked, q.o_d, eB.ovf)), newB.bound.eq(bound1)]
+            m.d.comb += [new_ovf.eq(Mux(del_untracked, q.o_d, eB.ovf)), new_bound.eq(bound1)]
         count("out_of_window", q.op.valid & q.op.has & (to_ovf | push))
         m.d.comb += weB.eq(q.op.valid & q.op.has & (q.op.del_en | q.op.add_en | q.op.degrade))
 
@@ -838,13 +844,13 @@ class MarketBook(wiring.Component):
                                   q.op.has & (eB.degraded | q.op.degrade | q.o_deg)),
             row.flags.out_of_window.eq(q.op.has & (unk_after | q.o_unk)),
         ]
-        with m.If(q.op.has):
-            with m.If(q.op.buy):
-                m.d.comb += [row.bid_px.eq(newB.lv[0].px), row.bid_sz.eq(newB.lv[0].sz),
-                             row.ask_px.eq(q.o_px), row.ask_sz.eq(q.o_sz)]
-            with m.Else():
-                m.d.comb += [row.ask_px.eq(newB.lv[0].px), row.ask_sz.eq(newB.lv[0].sz),
-                             row.bid_px.eq(q.o_px), row.bid_sz.eq(q.o_sz)]
+        mine_bid, mine_ask = q.op.has & q.op.buy, q.op.has & ~q.op.buy
+        m.d.comb += [
+            row.bid_px.eq(Mux(mine_bid, newB.lv[0].px, Mux(mine_ask, q.o_px, 0))),
+            row.bid_sz.eq(Mux(mine_bid, newB.lv[0].sz, Mux(mine_ask, q.o_sz, 0))),
+            row.ask_px.eq(Mux(mine_ask, newB.lv[0].px, Mux(mine_bid, q.o_px, 0))),
+            row.ask_sz.eq(Mux(mine_ask, newB.lv[0].sz, Mux(mine_bid, q.o_sz, 0))),
+        ]
 
         # ---- stage 6: record out
         o_valid, o_row, o_done = Signal(), Signal(TopOfBook), Signal()

@@ -37,6 +37,23 @@ def test_default_elaborates():
     assert "market_book" in text and "applied_seq" in text
 
 
+def test_no_untriggered_comb():
+    """Every combinational ``always @*`` block of the book's Verilog carries Yosys' time-0 trigger.
+
+    A signal driven partly by a process and partly by plain connections comes out of write_verilog with
+    per-slice ``always @*`` blocks without it; Icarus runs such a block only when its source changes, so a
+    source that keeps its initial value all run (the ``stale`` input, a ``degraded`` bit) leaves the slice X
+    for ever (Verilator evaluates everything at time 0). This once made every TopOfBook record's ``stale``
+    flag X on Icarus."""
+    from amaranth.back import verilog
+
+    from tickgate.sim.tb_book import CONFIGS
+    lines = verilog.convert(MarketBook(**CONFIGS["small"]), name="market_book").splitlines()
+    bad = [lines[i + 1].strip() for i, line in enumerate(lines[:-1])
+           if line.strip() == "always @*" and "dump_module" not in lines[i + 1]]
+    assert not bad, f"always @* without the time-0 trigger: {bad[:5]}"
+
+
 @pytest.mark.rtl
 @pytest.mark.parametrize("config", ["main", "small"])
 def test_rtl(config):
