@@ -240,30 +240,38 @@ class _FwdMemory:
     """A block RAM read at cycle c and read-modify-written at cycle c+2.
 
     :meth:`read` takes an address at cycle c and returns the value at cycle c+2 as it is after every write
-    made before cycle c+2: the registered RAM output, overridden by the last two writes (made at c and c+1,
-    which the read port misses) when their address matches. Write with ``we``/``waddr``/``wdata`` (comb).
-    While ``clearing`` the write port sweeps zeros instead. :meth:`read_raw` is a plain registered read.
+    made before cycle c+2: the registered RAM output, overridden by the writes the read port misses when
+    their address matches. Write with ``we``/``waddr``/``wdata`` (comb). While ``clearing`` the write port
+    sweeps zeros instead. :meth:`read_raw` is a plain registered read.
+
+    With ``wdelay=1`` a write reaches the RAM one cycle after it is made, from registers (so no logic sits
+    between the decision and the RAM's write enable, address and data pins, which fan out to every block
+    RAM of a deep table); the read then forwards the last three writes (made at c-1, c and c+1) instead of
+    two. Either way the selects are registers.
     """
 
-    def __init__(self, m, name, shape, depth, clearing, clear_addr):
+    def __init__(self, m, name, shape, depth, clearing, clear_addr, wdelay=0):
         self.shape, self.depth, self._m, self._name = shape, depth, m, name
         self.mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=[])
         wp = self.mem.write_port()
         self.we = Signal(name=f"{name}_we")
         self.waddr = Signal(range(depth), name=f"{name}_waddr")
         self.wdata = Signal(shape, name=f"{name}_wdata")
-        with m.If(clearing):
-            m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_addr), wp.data.eq(0)]
-        with m.Else():
-            m.d.comb += [wp.en.eq(self.we), wp.addr.eq(self.waddr), wp.data.eq(self.wdata)]
-        self._hist = []          # [0]: the write made one cycle ago, [1]: two cycles ago
-        src = self._src = (wp.en, wp.addr, wp.data)
-        for i in range(2):
+        # the logical write stream (the sweep's zeros while clearing)
+        src = (Signal(name=f"{name}_s_en"), Signal(range(depth), name=f"{name}_s_addr"),
+               Signal(shape, name=f"{name}_s_data"))
+        m.d.comb += [src[0].eq(clearing | self.we), src[1].eq(Mux(clearing, clear_addr, self.waddr)),
+                     src[2].eq(Mux(clearing, 0, self.wdata))]
+        self._src = src
+        self._hist = []          # [i]: the write made i + 1 cycles ago
+        for i in range(2 + wdelay):
             h = (Signal(name=f"{name}_h{i}_en"), Signal(range(depth), name=f"{name}_h{i}_addr"),
                  Signal(shape, name=f"{name}_h{i}_data"))
             m.d.sync += [h[0].eq(src[0]), h[1].eq(src[1]), h[2].eq(src[2])]
             self._hist.append(h)
             src = h
+        phys = self._hist[0] if wdelay else self._src
+        m.d.comb += [wp.en.eq(phys[0]), wp.addr.eq(phys[1]), wp.data.eq(phys[2])]
         self._ports = 0
 
     def _port(self, addr):
@@ -282,12 +290,13 @@ class _FwdMemory:
         m.d.sync += a1.eq(rp.addr)
         # the selects are registered: at c+1 the write being made (h0 at c+2) and h0 (h1 at c+2) are
         # compared with the address read at c
-        wen, waddr, _ = self._src
-        sel = [Signal(name=f"{n}_sel{i}") for i in range(2)]
-        m.d.sync += [sel[0].eq(waddr == a1), sel[1].eq(self._hist[0][1] == a1)]
+        nh = len(self._hist)
+        addrs = [self._src[1]] + [h[1] for h in self._hist[:-1]]
+        sel = [Signal(name=f"{n}_sel{i}") for i in range(nh)]
+        m.d.sync += [sel[i].eq(addrs[i] == a1) for i in range(nh)]
         merged = Signal(self.shape, name=f"{n}_merged")
         m.d.comb += merged.eq(raw)
-        for i in (1, 0):                                  # newest last, so it wins
+        for i in reversed(range(nh)):                     # newest last, so it wins
             en, _, hdata = self._hist[i]
             with m.If(en & sel[i]):
                 m.d.comb += merged.eq(hdata)
@@ -399,7 +408,7 @@ class MarketBook(wiring.Component):
         })
 
         ways = [sweep(f"way{i}", entry_layout, self.buckets) for i in range(W)]
-        loctab = _FwdMemory(m, "loctab", loc_layout, NL, clearing, clear_addr[:max(1, lbits)])
+        loctab = _FwdMemory(m, "loctab", loc_layout, NL, clearing, clear_addr[:max(1, lbits)], wdelay=1)
         sides = [sweep(f"side{b}", side_layout, max(2, S)) for b in (0, 1)]      # [0] asks, [1] bids
         tops = [sweep(f"top{b}", top_layout, max(2, S)) for b in (0, 1)]
 
