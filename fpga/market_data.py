@@ -51,23 +51,22 @@ class MarketDataPipeline(wiring.Component):
     (2-cycle latency). When the book has ``applied``/``applied_seq`` outputs (one strobe per message the
     book has finished), they are passed through.
 
-    Rate: one 8-byte beat per cycle (every block takes one beat or one message per cycle), except that the
-    book takes two cycles for a REPLACE ('U') message and the splitter holds a beat one extra cycle for a
-    message shorter than 7 bytes (none in ITCH 5.0). ITCH messages take 13..52 bytes with their length
-    prefix, so at most one ends per beat and the book's one op per cycle never limits (a REPLACE's second
-    cycle is absorbed while the next message's bytes arrive: U is 37 bytes).
+    Rate: one 8-byte beat per cycle. Every front-end block takes one beat or one message per cycle (the
+    splitter holds a beat one extra cycle only for a message shorter than 7 bytes, none in ITCH 5.0). The
+    book takes a book-changing op (A F E C X D U) every 2 cycles and any other message every cycle; since
+    every book-changing message is at least 21 bytes with its length prefix, two of them end at least two
+    8-byte beats apart, so at line rate the book never holds the input off (MarketBook's test_line_rate).
 
     End-to-end latency, no stalls (``i_stream`` beats back to back, ``o_stream`` ready), from the cycle the
     input beat carrying a message's last byte is accepted to the cycle its TopOfBook (and ``applied``) is
-    out: front end (UDP 1-2, MoldUDP64 1-2, splitter 1, decoder 1) + book 6 = **10 cycles** when the last
-    byte sits in frame lanes 0..1, **11** in lanes 2..7 (:data:`LATENCY_BY_LANE`), for every message type
-    (REPLACE included), measured on every message of the replay suites (at commit ed8cef0 of the blocks).
-    The lane dependence comes from the re-alignment of the UDP payload (frame lane 2) and of the
-    MoldUDP64 message area: a byte in the upper lanes completes its output beat only with the next input
-    beat (or a flush beat at the end of a frame). Idle input cycles or backpressure add their own wait. So
-    the goal (≤ 10, one figure for every message) holds for lanes 0..1 and is missed by one cycle
-    otherwise; closing it needs cut-through realignment in the front end (emit the partial beat) or one
-    stage less in the book.
+    out: front end (UDP 1-2, MoldUDP64 1, splitter 1, decoder 1) + book 6 = **10 cycles** when the last
+    byte sits in frame lanes 0..1 of an untagged frame (0..5 with one VLAN tag), **11** otherwise
+    (:data:`LATENCY_BY_LANE`, untagged), for every message type (REPLACE included); asserted on every
+    message by tests/test_pipeline.py. The lane dependence comes only from the UDP receiver's payload
+    realignment (a byte past the shift completes its output beat with the next input beat, or a flush
+    beat at the end of the frame). So the goal (≤ 10, one figure for every message) is missed by one cycle
+    for those lanes; closing it: the UDP receiver stops realigning and the MoldUDP64 receiver accepts a
+    packet starting at lane 2 or 6 (docs/gateware.md).
 
     Members
     -------

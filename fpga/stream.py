@@ -4,8 +4,10 @@ A byte stream moves :data:`BYTES` bytes per beat. Its payload (:func:`byte_layou
 
 * ``data``: ``8 * BYTES`` bits; wire byte *i* of the beat is bits ``8*i .. 8*i+7`` (AXI byte-lane order,
   the same order :meth:`tickgate.wire.layout.Layout.amaranth_layout` uses);
-* ``keep``: one bit per lane. Every beat but the last of a packet has all lanes kept; the last beat keeps
-  a contiguous run of lanes starting at lane 0 (at least one);
+* ``keep``: one bit per lane, a contiguous run of kept lanes per beat. At a block's external ports
+  every beat but the last of a packet keeps all lanes and the last keeps lanes 0..n-1; inside the
+  pipeline a block may say otherwise (the MoldUDP64 receiver forwards its first beat with the lanes
+  below the message area cleared, and the ITCH splitter accepts a first beat starting at any lane);
 * ``last``: set on the final beat of a packet;
 * ``user`` (optional): side data, stable for a whole packet unless a block says otherwise.
 
