@@ -75,14 +75,15 @@ table only, using the order-table read port the next message never needs):
 * 0: order-table read (the ref; a radd: the new ref), locate-table read. RAM outputs are registered (2).
 * 2: order stage A: forwarding (writes of the last two cycles, and a radd's write of this cycle, whose
   data are registers), 64-bit tag compares, free way, decisions and counters, registered; locate-table
-  read-modify-write (slot allocation, H/Y codes: a one-cycle loop on 24-bit words); level read of both
-  sides of the slot.
+  read-modify-write (slot allocation, H/Y codes: a one-cycle loop; the write reaches the RAM from registers
+  a cycle later, and the read forwards the last three writes); level read of both sides of the slot.
 * 3: order stage B: the order-table write; the level op (the hit entry's price/side/shares; for a REPLACE
   also its add half, decided by the radd in stage A this cycle; a radd whose new ref shares the
   original's bucket sees the original's way as free and not matching).
 * 4: level stage A: the side's word from the RAM or from the last two level writes (selects registered at
-  3), both prices against the K entries (equality, the add price's order, the sizes), the new sizes of
-  every entry and of the overflow precomputed, the other side's best and flags, all registered.
+  3, in 4 copies each, as is the side select, to split their fanout over the word's bits), both prices
+  against the K entries (equality, the add price's order, the sizes), the new sizes of every entry and of
+  the overflow precomputed, the other side's best and flags, all registered.
 * 5: level stage B: removal/insert positions (thermometer codes), the new array (a 4-way mux per entry),
   overflow and bound, the row and whether it changed anything a row shows; registered into the last-write
   register, which writes the RAM (and the lookup copy) at 6.
@@ -226,6 +227,19 @@ class _Mem:
         raw = Signal(self.shape)
         self._m.d.sync += raw.eq(rp.data)
         return raw
+
+
+def _dup_reg(m, value, n, name):
+    """``n`` (1..4) registers of ``value`` (one cycle late) that synthesis keeps apart, to split a
+    high-fanout select: copies differ in polarity and in having a reset (so no FF merge folds them); each
+    copy is returned as a Value equal to the registered ``value``."""
+    out = []
+    for k in range(n):
+        inv, rl = k & 1, bool(k & 2)
+        r = Signal(name=f"{name}_d{k}", reset_less=rl, init=0 if not inv else 1)
+        m.d.sync += r.eq(~value if inv else value)
+        out.append(~r if inv else r)
+    return out
 
 
 def _log2(n):
@@ -715,24 +729,30 @@ class MarketBook(wiring.Component):
         # forwarding selects for stage A (stage 4), computed at stage 3 from the op's (slot, side)
         my_buy3 = Mux(u3.kind == _UKind.ADD, u3.buy, ob_hit.buy)
 
-        def fsel(buy):
+        def fsel(buy, n=1, name="osel"):
             def match(v, slot, b):
                 return v & (slot == l3.slot) & (b == buy)
-            s1 = Signal()
-            s2 = Signal()
-            m.d.sync += [
-                s1.eq(Mux(weB, match(1, lvB.slot, lvB.buy), match(lw_v, lw_slot, lw_buy))),
-                s2.eq(Mux(weB, match(lw_v, lw_slot, lw_buy), match(lw2_v, lw2_slot, lw2_buy))),
-            ]
+            s1 = _dup_reg(m, Mux(weB, match(1, lvB.slot, lvB.buy), match(lw_v, lw_slot, lw_buy)), n, f"{name}1")
+            s2 = _dup_reg(m, Mux(weB, match(lw_v, lw_slot, lw_buy), match(lw2_v, lw2_slot, lw2_buy)), n,
+                          f"{name}2")
             return s1, s2
-        sel1, sel2 = fsel(my_buy3)
-        osel1, osel2 = fsel(~my_buy3)
+        # this side's selects drive every bit of its word (K x 64 + 81): NDUP copies of each (and of the
+        # side), each driving a share of the entries
+        NDUP = 4
+        dsel1, dsel2 = fsel(my_buy3, NDUP, "sel")
+        dbuy = _dup_reg(m, my_buy3, NDUP, "buy4")
+        (osel1,), (osel2,) = fsel(~my_buy3)
 
         # ---- level stage A (stage 4): compares
         op4 = lv4
         e = Signal(side_layout)
-        m.d.comb += e.eq(Mux(sel1, lw_data, Mux(sel2, lw2_data,
-                                                Mux(op4.buy, side_raw[1].as_value(), side_raw[0].as_value()))))
+
+        def esel(k, f):
+            return Mux(dsel1[k], f(lw_data), Mux(dsel2[k], f(lw2_data), Mux(dbuy[k], f(side_raw[1]), f(side_raw[0]))))
+        for i in range(K):
+            m.d.comb += e.lv[i].eq(esel(i % NDUP, lambda w, i=i: w.lv[i]))
+        for j, fld in enumerate(("ovf", "bound", "degraded")):
+            m.d.comb += getattr(e, fld).eq(esel(j % NDUP, lambda w, fld=fld: getattr(w, fld)))
         o = Signal(side_layout)
         m.d.comb += o.eq(Mux(osel1, lw_data, Mux(osel2, lw2_data,
                                                  Mux(op4.buy, side_raw[0].as_value(), side_raw[1].as_value()))))
