@@ -24,10 +24,11 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from tickgate.fpga.book_records import BookOp, BookOpKind, TopOfBook
+from tickgate.fpga.book_records import BookOp, TopOfBook
 from tickgate.fpga.order_book import BOOK_DEFAULTS, COUNTERS, MarketBook
 from tickgate.model.book import OrderBook
 from tickgate.sim.tb import idle_pattern, random_pattern
+from tickgate.sim.tb_itch_decode import expected_op
 from tickgate.sim.tb_itch_split import StreamSink, StreamSource, _pause, pack_fields, unpack_fields
 from tickgate.wire import itch
 
@@ -113,33 +114,10 @@ def wire_cycles(msgs: list[bytes]) -> list[int]:
 
 
 def book_op(raw: bytes, seq: int) -> int:
-    """The BookOp payload (int) the decoder makes of one ITCH message."""
-    msg = itch.decode(raw)
-    t = msg.TYPE
-    f = dict(seq=seq, locate=msg.stock_locate)
-    if t in "AF":
-        f.update(kind=BookOpKind.ADD.value, ref=msg.order_reference_number,
-                 buy=int(msg.buy_sell_indicator == "B"), shares=msg.shares, price=msg.price)
-    elif t in "EC":
-        f.update(kind=BookOpKind.EXECUTE.value, ref=msg.order_reference_number, shares=msg.executed_shares)
-    elif t == "X":
-        f.update(kind=BookOpKind.CANCEL.value, ref=msg.order_reference_number, shares=msg.canceled_shares)
-    elif t == "D":
-        f.update(kind=BookOpKind.DELETE.value, ref=msg.order_reference_number)
-    elif t == "U":
-        f.update(kind=BookOpKind.REPLACE.value, ref=msg.original_order_reference_number,
-                 new_ref=msg.new_order_reference_number, shares=msg.shares, price=msg.price)
-    elif t == "H":
-        f.update(kind=BookOpKind.TRADING_STATE.value, code=ord(msg.trading_state))
-    elif t == "Y":
-        f.update(kind=BookOpKind.REG_SHO.value, code=ord(msg.reg_sho_action))
-    elif t == "S":
-        f.update(kind=BookOpKind.SYSTEM_EVENT.value, code=ord(msg.event_code))
-    elif t == "R":
-        f.update(kind=BookOpKind.DIRECTORY.value)
-    else:
-        f.update(kind=BookOpKind.OTHER.value)
-    return pack_fields(BookOp, **f)
+    """The BookOp payload (int) the decoder makes of one ITCH message: the decoder suite's reference
+    mapping, so the book is driven exactly as the real decoder drives it."""
+    op, _ = expected_op(raw, seq)
+    return pack_fields(BookOp, **op)
 
 
 def _row(payload: int) -> tuple:
