@@ -48,3 +48,19 @@ def _files(sub: str, pattern: str) -> list[Path]:
 # For parametrising over every recorded file (empty lists skip cleanly when the data is absent).
 ITCH_FILES = _files("itch", "*.NASDAQ_ITCH50")
 PCAP_FILES = _files("pcap", "*.pcap")
+
+
+def run_cocotb(top, *, toplevel: str, test_module: str, simulator: str = "verilator",
+               extra_env: dict | None = None):
+    """Run a cocotb module against ``top`` through tickgate.sim.runner; skip (with the runner's reason)
+    when the simulator is missing. The recorded-feed location is passed on as TICKGATE_DATA."""
+    from tickgate.sim import runner
+
+    reason = runner.simulator_available(simulator)
+    if reason:
+        pytest.skip(reason)
+    env = dict(extra_env or {})
+    data = shared_data_dir()
+    if data:
+        env.setdefault("TICKGATE_DATA", str(data))
+    return runner.run(top, toplevel=toplevel, test_module=test_module, simulator=simulator, extra_env=env)

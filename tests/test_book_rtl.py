@@ -58,12 +58,10 @@ def test_no_untriggered_comb():
 @pytest.mark.parametrize("config", ["main", "small"])
 def test_rtl(config):
     """The whole cocotb suite of one configuration in one simulator run."""
-    from tickgate.sim import runner
     from tickgate.sim.tb_book import CONFIGS
 
-    reason = runner.simulator_available("verilator")
-    if reason:
-        pytest.skip(reason)
-    result = runner.run(MarketBook(**CONFIGS[config]), toplevel="market_book",
+    from .conftest import run_cocotb
+
+    result = run_cocotb(MarketBook(**CONFIGS[config]), toplevel="market_book",
                         test_module="tickgate.sim.tb_book", extra_env={"TICKGATE_BOOK_CONFIG": config})
     assert len(result.tests) >= 4

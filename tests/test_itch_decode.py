@@ -49,15 +49,8 @@ def test_expected_op_examples():
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
 def test_rtl(simulator):
     """The whole cocotb suite in one simulator run (the recorded-feed tests skip when the data is absent)."""
-    from tickgate.sim import runner
+    from .conftest import run_cocotb
 
-    from .conftest import shared_data_dir
-
-    reason = runner.simulator_available(simulator)
-    if reason:
-        pytest.skip(reason)
-    data = shared_data_dir()
-    env = {"TICKGATE_DATA": str(data)} if data else {}
-    result = runner.run(ItchDecoder(), toplevel="itch_decode", test_module="tickgate.sim.tb_itch_decode",
-                        extra_env=env, simulator=simulator)
+    result = run_cocotb(ItchDecoder(), toplevel="itch_decode", test_module="tickgate.sim.tb_itch_decode",
+                        simulator=simulator)
     assert len(result.tests) == 4 + 4 + 1

@@ -15,7 +15,7 @@ from tickgate.fpga.itch_split import ItchSplitter
 from tickgate.fpga.stream import AXIStreamTop
 from tickgate.sim.tb_itch_split import split_reference
 
-from .conftest import shared_data_dir
+from .conftest import run_cocotb
 
 
 def test_bad_parameters():
@@ -40,14 +40,6 @@ def test_reference_model():
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
 def test_rtl(simulator):
     """The whole cocotb suite in one simulator run (the recorded-feed tests skip when the data is absent)."""
-    from tickgate.sim import runner
-
-    reason = runner.simulator_available(simulator)
-    if reason:
-        pytest.skip(reason)
-    data = shared_data_dir()
-    env = {"TICKGATE_DATA": str(data)} if data else {}
     top = AXIStreamTop(ItchSplitter(), streams={"i_stream": "s_axis"})
-    result = runner.run(top, toplevel="itch_split", test_module="tickgate.sim.tb_itch_split", extra_env=env,
-                        simulator=simulator)
+    result = run_cocotb(top, toplevel="itch_split", test_module="tickgate.sim.tb_itch_split", simulator=simulator)
     assert len(result.tests) == 6 * 4

@@ -51,16 +51,13 @@ def test_end_to_end_icarus():
 
 
 def _end_to_end(simulator):
-    from tickgate.sim import runner
+    from .conftest import run_cocotb
 
-    reason = runner.simulator_available(simulator)
-    if reason:
-        pytest.skip(reason)
     top = MarketDataTop(book=_book(**TB_BOOK))
     sweep = top.book.clear_cycles
     # Register inputs at their reset values (an undriven input is X on Icarus, 0 on Verilator).
     regs = ",".join(f"{n}={m.init or 0}" for n, m in top.signature.members.items()
                     if m.is_port and m.flow.name == "In" and not n.startswith(("s_axis_", "m_axis_", "lookup__")))
-    result = runner.run(top, toplevel="market_data_tb", test_module="tickgate.sim.tb_pipeline", simulator=simulator,
+    result = run_cocotb(top, toplevel="market_data_tb", test_module="tickgate.sim.tb_pipeline", simulator=simulator,
                         extra_env={"TB_SWEEP": str(sweep), "TB_REGS": regs})
     assert len(result.tests) == 5
