@@ -21,15 +21,14 @@ import random
 from pathlib import Path
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from tickgate.fpga.book_records import BookOp, TopOfBook
 from tickgate.fpga.order_book import BOOK_DEFAULTS, COUNTERS, MarketBook
 from tickgate.model.book import OrderBook
-from tickgate.sim.tb import idle_pattern, random_pattern
+from tickgate.sim.streams import StreamSink, StreamSource, pack_fields, unpack_fields
+from tickgate.sim.tb import MODES, ClockedTB
 from tickgate.sim.tb_itch_decode import expected_op
-from tickgate.sim.tb_itch_split import StreamSink, StreamSource, _pause, pack_fields, unpack_fields
 from tickgate.wire import itch
 
 __all__ = ["CONFIGS", "book_op", "BookTB", "A", "E", "C", "X", "D", "U", "H", "Y", "S", "snippet_path",
@@ -132,73 +131,34 @@ def _flagged(flags: dict) -> bool:
 
 # --- testbench ----------------------------------------------------------------------------------------
 
-class BookSource(StreamSource):
-    """:class:`StreamSource` whose queue may also hold ``(payload, cycle)``: that item is presented so that
-    it is taken at ``cycle`` (counted like ``accepted``) at the earliest, with no pause before it."""
+class BookTB(ClockedTB):
+    """A BookOp source (plain or timed items), a TopOfBook sink, the ``applied`` strobe log, lookup and
+    counters."""
 
-    async def _run(self):
-        cycle = 0
-        self.cycle = 0
-        self._busy = False
-        while True:
-            await RisingEdge(self.clk)
-            cycle += 1
-            self.cycle = cycle
-            if self._busy and self.ready.value == 1:
-                self.accepted.append(cycle)
-                self._busy = False
-            if not self._busy and self.queue:
-                item = self.queue[0]
-                if isinstance(item, tuple):
-                    if cycle + 1 >= item[1]:
-                        self.payload.value = self.queue.popleft()[0]
-                        self._busy = True
-                elif not _pause(self._pause):
-                    self.payload.value = self.queue.popleft()
-                    self._busy = True
-            self.valid.value = int(self._busy)
-
-
-class BookTB:
-    """Clock, reset, a BookOp source, a TopOfBook sink, the ``applied`` strobe log, lookup and counters."""
+    IDLE_PROBABILITY = 0.4
+    INPUTS = dict(stale=0, lookup__valid=0, lookup__locate=0)
 
     def __init__(self, dut):
-        self.dut = dut
-        self.clk = dut.clk
-        cocotb.start_soon(Clock(self.clk, 4, unit="ns").start())
-        self.source = BookSource(dut, "i_stream", self.clk)
+        super().__init__(dut)
+        self.source = StreamSource(dut, "i_stream", self.clk)
         self.sink = StreamSink(dut, "o_stream", self.clk)
         self.applied: list[tuple[int, int]] = []      # (cycle, seq), cycles counted like the source's
-        cocotb.start_soon(self._watch_applied())
-        dut.stale.value = 0
-        dut.lookup__valid.value = 0
-        dut.lookup__locate.value = 0
 
-    async def _watch_applied(self):
-        cycle = 0
-        while True:
-            await RisingEdge(self.clk)
-            cycle += 1
-            if self.dut.applied.value == 1:
-                self.applied.append((cycle, self.dut.applied_seq.value.to_unsigned()))
+    def _sample(self):
+        if self.dut.applied.value == 1:
+            self.applied.append((self.cycle, self.dut.applied_seq.value.to_unsigned()))
 
-    def configure(self, idle: bool, backpressure: bool, seed: int = 1):
-        self.idle, self.backpressure = idle, backpressure
-        self.source.set_pause_generator(random_pattern(seed, 0.4) if idle else None)
-        self.sink.set_pause_generator(idle_pattern() if backpressure else None)
-
-    async def reset(self):
-        """Reset, then wait out the memory sweep (the input is not ready until it ends)."""
-        self.dut.rst.value = 1
-        await ClockCycles(self.clk, 3)
-        self.dut.rst.value = 0
-        await ClockCycles(self.clk, BOOK.clear_cycles - 5)
+    async def _after_reset(self):
+        """Wait out the memory sweep (the input is not ready until it ends)."""
+        await self.cycles(BOOK.clear_cycles - 5)
         for _ in range(20):
             await RisingEdge(self.clk)
             if self.dut.i_stream__ready.value == 1:
                 break
         else:
             raise AssertionError("input never became ready after reset")
+
+    def clear_log(self):
         self.source.accepted.clear()
         self.sink.clear()
         self.applied.clear()
@@ -246,11 +206,7 @@ class BookTB:
         else:
             base = self.source.cycle + 4
             self.source.send((book_op(raw, i + 1), base + c) for i, (raw, c) in enumerate(zip(msgs, at)))
-        for _ in range(40 * len(msgs) + 1000):
-            if len(self.source.accepted) - start == len(msgs):
-                break
-            await RisingEdge(self.clk)
-        else:
+        if not await self.wait_for(lambda: len(self.source.accepted) - start == len(msgs), 40 * len(msgs) + 1000):
             raise AssertionError(f"only {len(self.source.accepted) - start} of {len(msgs)} ops taken")
         quiet = 0
         seen = len(self.sink.items)
@@ -307,16 +263,6 @@ class BookTB:
         return got
 
 
-MODES = dict(idle=[False, True], backpressure=[False, True])
-
-
-async def _tb(dut, idle, backpressure, seed=1):
-    tb = BookTB(dut)
-    tb.configure(idle, backpressure, seed)
-    await tb.reset()
-    return tb
-
-
 def _px(ticks):
     return ticks * TICK
 
@@ -334,7 +280,7 @@ def _model_counters(st) -> dict:
 @cocotb.parametrize(**MODES)
 async def test_each_op(dut, idle, backpressure):
     """Hand-built: every op kind on two symbols, both sides, with the rows written out."""
-    tb = await _tb(dut, idle, backpressure)
+    tb = await BookTB.start(dut, idle, backpressure)
     P = 10_000
     msgs = [
         A(1, 100, "B", 300, P),            # 1: bid 300 @ P
@@ -442,7 +388,7 @@ async def test_random(dut, idle, backpressure):
     """Seeded random flows (adds, partial/full/over executions, cancels, deletes, replaces, unknown refs,
     duplicates, state messages) over 7 symbols, compared row by row with the reference book."""
     seed = int(os.environ.get("BOOK_SEED", "7"))
-    tb = await _tb(dut, idle, backpressure, seed)
+    tb = await BookTB.start(dut, idle, backpressure, seed)
     for k in range(2):
         if k:
             await tb.reset()
@@ -465,7 +411,7 @@ async def test_random(dut, idle, backpressure):
 async def test_same_level_hazards(dut, idle, backpressure):
     """Back-to-back ops on one level and one order: adds, executions, a delete, re-adds, replaces in place,
     inserts and removals that shift the same side on consecutive cycles."""
-    tb = await _tb(dut, idle, backpressure)
+    tb = await BookTB.start(dut, idle, backpressure)
     P = _px(500)
     msgs = [A(3, 1, "S", 100, P)]
     for i in range(2, 12):
@@ -486,7 +432,7 @@ async def test_same_level_hazards(dut, idle, backpressure):
 async def test_replace_chain(dut, idle, backpressure):
     """One order replaced 60 times (each U names the ref the previous one added), interleaved with adds at
     the same levels."""
-    tb = await _tb(dut, idle, backpressure)
+    tb = await BookTB.start(dut, idle, backpressure)
     rng = random.Random(3)
     base = 700
     msgs = [A(4, 10, "B", 100, _px(base)), A(4, 11, "S", 100, _px(base + 5))]
@@ -506,7 +452,7 @@ async def test_replace_chain(dut, idle, backpressure):
 async def test_real_snippet(dut, idle, backpressure):
     """The recorded NASDAQ snippet, every message: identical rows with the default sizing."""
     from tickgate.feed.source import iter_messages
-    tb = await _tb(dut, idle, backpressure)
+    tb = await BookTB.start(dut, idle, backpressure)
     msgs = list(iter_messages(snippet_path()))
     got = await tb.run(msgs)
     c = tb.counters()
@@ -528,7 +474,7 @@ async def test_synth(dut, idle, backpressure):
     the tracked depth and collide fills buckets: there every unflagged row must be the model's and every
     symbol that was never flagged must have exactly the model's rows."""
     from tickgate.feed.synth import synth_bytes
-    tb = await _tb(dut, idle, backpressure)
+    tb = await BookTB.start(dut, idle, backpressure)
     for n, (mode, opts) in enumerate(SYNTH):
         if n:
             await tb.reset()
@@ -551,7 +497,7 @@ async def test_stale_and_rate(dut):
     """``stale`` reaches the rows' flags. Rate: book ops (A/E/C/X/D/U) are taken one every 2 cycles (a
     REPLACE's add half uses the order table in the cycle after it); other messages (H, Y, S, ...) one per
     cycle, also between book ops."""
-    tb = await _tb(dut, False, False)
+    tb = await BookTB.start(dut, False, False)
     dut.stale.value = 1
     msgs = [A(1, 10 + i, "B", 1, _px(100 + i % 10)) for i in range(40)]
     got = await tb.run(msgs)
@@ -585,7 +531,7 @@ async def test_line_rate(dut):
     messages end at least 2 cycles apart; shorter non-book messages (S: 14 bytes) may follow in the next
     cycle, also right after a REPLACE. Worst-case runs of D/X/E/U/S, then the real snippet if present;
     rows exact, latency exact."""
-    tb = await _tb(dut, False, False)
+    tb = await BookTB.start(dut, False, False)
     rng = random.Random(21)
     msgs = [A(9, 1000 + i, rng.choice("BS"), rng.randint(1, 900), _px(300 + rng.randint(-6, 6)))
             for i in range(60)]
@@ -631,7 +577,7 @@ async def test_line_rate(dut):
 async def test_locate_mismatch(dut):
     """An execute naming an order of another locate (ITCH forbids it) is ignored, counted, and every later
     row is flagged degraded."""
-    tb = await _tb(dut, False, False)
+    tb = await BookTB.start(dut, False, False)
     msgs = [A(1, 10, "B", 100, 5000), A(2, 11, "S", 100, 6000), E(2, 10, 50), A(1, 12, "B", 1, 5001)]
     got = await tb.run(msgs, skip_model={2}, exact=False)
     assert [(r[0], f["degraded"]) for r, f in got] == [(1, 0), (2, 0), (4, 1)]
@@ -645,7 +591,7 @@ async def test_locate_mismatch(dut):
 async def test_collisions_and_full(dut, idle, backpressure):
     """Five refs in one bucket: four fit, the fifth is dropped, counted, and flags its symbol degraded;
     operations on it count as unknown; the others keep working, including through freed ways."""
-    tb = await _tb(dut, idle, backpressure)
+    tb = await BookTB.start(dut, idle, backpressure)
     rng = random.Random(5)
     target = BOOK.bucket_of(0xDEAD_BEEF)
     refs = []
@@ -670,7 +616,7 @@ async def test_collisions_and_full(dut, idle, backpressure):
 async def test_slots_exhausted(dut, idle, backpressure):
     """Four slots: the fifth locate's first add gets one flagged all-zero row, its later ops only count;
     locates beyond the table are counted out of range; the others stay exact."""
-    tb = await _tb(dut, idle, backpressure)
+    tb = await BookTB.start(dut, idle, backpressure)
     msgs = [A(10 + i, 100 + i, "B", 10, _px(50 + i)) for i in range(4)]      # slots 0..3
     msgs += [H(14, "T"), A(14, 200, "S", 5, _px(60)), A(14, 201, "S", 5, _px(61)), E(14, 200, 1),
              A(10, 300, "B", 20, _px(50)), A(63, 400, "B", 1, 1), A(64, 500, "B", 1, 1), E(64, 500, 1)]
@@ -693,7 +639,7 @@ async def test_depth_overflow(dut, idle, backpressure):
     """K = 4 tracked levels a side: the fifth level goes to overflow, a better add pushes the worst out,
     the BBO stays exact while a tracked level is left, the side is flagged when only overflow is left,
     and exact again once a tracked level returns or the overflow drains."""
-    tb = await _tb(dut, idle, backpressure)
+    tb = await BookTB.start(dut, idle, backpressure)
     L = 1
     msgs = [A(L, 10 + i, "B", 10 + i, _px(100 - i)) for i in range(5)]    # 5 bids: 100..96; 96 overflows
     msgs += [A(L, 20, "B", 1, _px(101)),          # 5: best; pushes 97 out

@@ -1,7 +1,7 @@
 """cocotb tests of :class:`tickgate.fpga.itch_decode.ItchDecoder` (top: the component itself).
 
-ItchMessage in on ``i_stream__*``, BookOp out on ``o_stream__*`` through the generic stream driver and
-monitor of :mod:`tickgate.sim.tb_itch_split`. Every test runs with and without idle cycles on the source
+ItchMessage in on ``i_stream__*``, BookOp out on ``o_stream__*`` through the Amaranth stream source and
+sink of :mod:`tickgate.sim.streams`. Every test runs with and without idle cycles on the source
 and with and without backpressure on the sink; outputs are compared message by message with
 :func:`expected_op`, written from :func:`tickgate.wire.itch.decode` independently of the gateware's table,
 and every message's latency is checked. Run by ``tests/test_itch_decode.py``.
@@ -12,13 +12,12 @@ from __future__ import annotations
 import random
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
 
 from tickgate.fpga.book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
 from tickgate.fpga.itch_decode import LATENCY, TYPE_CODES
-from tickgate.sim.tb import idle_pattern, random_pattern
-from tickgate.sim.tb_itch_split import StreamSink, StreamSource, itch_files, pack_fields, unpack_fields
+from tickgate.sim.streams import StreamSink, StreamSource, pack_fields, unpack_fields
+from tickgate.sim.tb import MODES, ClockedTB
+from tickgate.sim.tb_itch_split import itch_files
 from tickgate.wire import itch
 
 K = BookOpKind
@@ -63,26 +62,16 @@ def expected_op(msg: bytes, seq: int, padding: bytes | None = None) -> tuple[dic
     return op, code
 
 
-class DecodeTB:
-    """Clock, reset, ItchMessage source on ``i_stream``, BookOp sink on ``o_stream``, counters."""
+class DecodeTB(ClockedTB):
+    """ItchMessage source on ``i_stream``, BookOp sink on ``o_stream``, counters."""
 
     def __init__(self, dut):
-        self.dut = dut
-        self.clk = dut.clk
-        cocotb.start_soon(Clock(self.clk, 4, unit="ns").start())
+        super().__init__(dut)
         self.source = StreamSource(dut, "i_stream", self.clk)
         self.sink = StreamSink(dut, "o_stream", self.clk)
         self.width = len(dut.unknown)
 
-    def configure(self, idle: bool, backpressure: bool, seed: int = 1):
-        self.source.set_pause_generator(random_pattern(seed) if idle else None)
-        self.sink.set_pause_generator(idle_pattern() if backpressure else None)
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.clk, 3)
-        self.dut.rst.value = 0
-        await ClockCycles(self.clk, 2)
+    def clear_log(self):
         self.source.accepted.clear()
         self.sink.clear()
 
@@ -106,11 +95,8 @@ class DecodeTB:
             vector = msg + (pad if pad is not None else bytes(MAX_ITCH_LEN - len(msg)))
             items.append(pack_fields(ItchMessage, bytes=vector, length=len(msg), seq=seq))
         self.source.send(items)
-        for _ in range(timeout):
-            if len(self.sink.items) >= len(expected):
-                break
-            await RisingEdge(self.clk)
-        await ClockCycles(self.clk, 5)
+        await self.wait_for(lambda: len(self.sink.items) >= len(expected), timeout)
+        await self.cycles(5)
         got = [unpack_fields(BookOp, value) for _, _, value in self.sink.items]
         assert len(got) == len(expected), f"{len(got)} BookOps, expected {len(expected)}"
         for n, (g, e) in enumerate(zip(got, expected)):
@@ -119,9 +105,6 @@ class DecodeTB:
             assert first_valid - accepted == LATENCY, \
                 f"message {n + 1}: taken at cycle {accepted}, BookOp valid at {first_valid}"
         assert self.counters() == counts
-
-
-MODES = dict(idle=[False, True], backpressure=[False, True])
 
 
 @cocotb.test(skip=not itch_files())
@@ -165,17 +148,14 @@ def _random_messages(rng: random.Random, n: int):
 @cocotb.parametrize(**MODES)
 async def test_random(dut, idle, backpressure):
     """Random messages of every type, wrong lengths and unknown type bytes."""
-    tb = DecodeTB(dut)
-    tb.configure(idle, backpressure, seed=4)
-    await tb.reset()
+    tb = await DecodeTB.start(dut, idle, backpressure, seed=4)
     await tb.run(*_random_messages(random.Random(21), 3000))
 
 
 @cocotb.test()
 async def test_full_rate(dut):
     """Without idle cycles or backpressure: one message in and one BookOp out every cycle."""
-    tb = DecodeTB(dut)
-    await tb.reset()
+    tb = await DecodeTB.start(dut)
     msgs, _ = _random_messages(random.Random(22), 500)
     await tb.run(msgs)
     start = tb.source.accepted[0]

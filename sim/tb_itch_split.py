@@ -1,8 +1,5 @@
-"""cocotb tests of :class:`tickgate.fpga.itch_split.ItchSplitter` (top: ``AXIStreamTop`` with ``s_axis_*`` in).
-
-Also holds the small generic drivers for Amaranth ``lib.stream`` ports (``<prefix>__valid/ready/payload``)
-used by the ITCH testbenches: :class:`StreamSource`, :class:`StreamSink`, :func:`pack_fields` and
-:func:`unpack_fields`.
+"""cocotb tests of :class:`tickgate.fpga.itch_split.ItchSplitter` (top: ``AXIStreamTop`` with ``s_axis_*`` in,
+the ItchMessage stream ``o_stream__*`` out, taken by :class:`tickgate.sim.streams.StreamSink`).
 
 Every test runs with and without idle cycles on the source and with and without backpressure on the sink,
 and compares the output message by message with :func:`split_reference` (and the counters with its counts).
@@ -14,140 +11,20 @@ from __future__ import annotations
 import os
 import random
 import struct
-from collections import deque
 from pathlib import Path
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSource
-from amaranth.hdl import Shape
-from amaranth.lib import data
 
 from tickgate.fpga.book_records import MAX_ITCH_LEN, ItchMessage
 from tickgate.fpga.itch_split import LATENCY
-from tickgate.sim.tb import idle_pattern, random_pattern
+from tickgate.sim.streams import StreamSink, unpack_fields
+from tickgate.sim.tb import MODES, ClockedTB
 from tickgate.wire import itch
 
-__all__ = ["StreamSource", "StreamSink", "pack_fields", "unpack_fields", "split_reference", "message_blocks",
-           "itch_files"]
+__all__ = ["split_reference", "message_blocks", "itch_files"]
 
 BEAT = 8
-
-
-# --- generic helpers for Amaranth stream ports ----------------------------------------------------------
-
-def unpack_fields(layout, value: int) -> dict:
-    """A dict of a ``data.StructLayout``'s fields (ints; ArrayLayout fields as ``bytes`` if 8-bit)."""
-    out = {}
-    for name, field in data.Layout.cast(layout):
-        raw = (value >> field.offset) & ((1 << field.width) - 1)
-        shape = field.shape
-        if isinstance(shape, data.ArrayLayout) and Shape.cast(shape.elem_shape).width == 8:
-            out[name] = raw.to_bytes(shape.length, "little")
-        else:
-            out[name] = raw
-    return out
-
-
-def pack_fields(layout, **values) -> int:
-    """The integer payload of a ``data.StructLayout`` from field values (ints, or ``bytes`` for byte arrays)."""
-    result = 0
-    fields = dict(data.Layout.cast(layout))
-    for name, value in values.items():
-        field = fields[name]
-        if isinstance(value, (bytes, bytearray)):
-            value = int.from_bytes(value, "little")
-        value = int(value)
-        if not 0 <= value < 1 << field.width:
-            raise ValueError(f"{name}={value} does not fit {field.width} bits")
-        result |= value << field.offset
-    return result
-
-
-def _pause(gen) -> bool:
-    return bool(gen is not None and next(gen))
-
-
-class StreamSource:
-    """Drives an Amaranth stream sink port ``<prefix>__valid/ready/payload`` from a queue of ints.
-
-    ``accepted`` lists the cycle (rising edges since start) at which each item was taken. Idle cycles
-    (``set_pause_generator``) are only inserted between items: valid never falls before a transfer.
-    """
-
-    def __init__(self, dut, prefix: str, clk):
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
-        self.clk = clk
-        self.queue: deque[int] = deque()
-        self.accepted: list[int] = []
-        self._pause = None
-        self.valid.value = 0
-        self.payload.value = 0
-        cocotb.start_soon(self._run())
-
-    def set_pause_generator(self, gen=None):
-        self._pause = gen
-
-    def send(self, items):
-        self.queue.extend(items)
-
-    def idle(self) -> bool:
-        return not self.queue and not self._busy
-
-    async def _run(self):
-        cycle = 0
-        self._busy = False
-        while True:
-            await RisingEdge(self.clk)
-            cycle += 1
-            if self._busy and self.ready.value == 1:
-                self.accepted.append(cycle)
-                self._busy = False
-            if not self._busy and self.queue and not _pause(self._pause):
-                self.payload.value = self.queue.popleft()
-                self._busy = True
-            self.valid.value = int(self._busy)
-
-
-class StreamSink:
-    """Takes items from an Amaranth stream source port ``<prefix>__valid/ready/payload``.
-
-    ``items`` holds ``(first_valid_cycle, accept_cycle, payload)`` per transfer, cycles counted in rising
-    edges since start; ``set_pause_generator`` drops ``ready`` on cycles where it yields 1.
-    """
-
-    def __init__(self, dut, prefix: str, clk):
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
-        self.clk = clk
-        self.items: list[tuple[int, int, int]] = []
-        self._pause = None
-        self.ready.value = 1
-        cocotb.start_soon(self._run())
-
-    def set_pause_generator(self, gen=None):
-        self._pause = gen
-
-    def clear(self):
-        self.items = []
-
-    async def _run(self):
-        cycle = 0
-        first = None
-        while True:
-            await RisingEdge(self.clk)
-            cycle += 1
-            if self.valid.value == 1:
-                if first is None:
-                    first = cycle
-                if self.ready.value == 1:
-                    self.items.append((first, cycle, self.payload.value.to_unsigned()))
-                    first = None
-            self.ready.value = 0 if _pause(self._pause) else 1
 
 
 # --- reference model and stimulus ---------------------------------------------------------------------
@@ -221,39 +98,25 @@ def random_message(rng: random.Random, length: int | None = None) -> bytes:
 
 # --- testbench ------------------------------------------------------------------------------------------
 
-class SplitTB:
-    """Clock, reset, AXI-Stream source on ``s_axis``, ItchMessage sink on ``o_stream``, input-beat log."""
+class SplitTB(ClockedTB):
+    """AXI-Stream source on ``s_axis``, ItchMessage sink on ``o_stream``, input-beat log, counters."""
 
     COUNTERS = ("zero_length", "oversize", "truncated")
 
     def __init__(self, dut):
-        self.dut = dut
-        self.clk = dut.clk
-        cocotb.start_soon(Clock(self.clk, 4, unit="ns").start())
-        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), self.clk, dut.rst)
+        super().__init__(dut)
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), self.clk, self.rst)
         self.source.log.setLevel("WARNING")
         self.sink = StreamSink(dut, "o_stream", self.clk)
         self.beats: list[int] = []          # accept cycle of every input beat
-        cocotb.start_soon(self._monitor())
+        self._in = (dut.s_axis_tvalid, dut.s_axis_tready)
 
-    async def _monitor(self):
-        cycle = 0
-        valid, ready = self.dut.s_axis_tvalid, self.dut.s_axis_tready
-        while True:
-            await RisingEdge(self.clk)
-            cycle += 1
-            if valid.value == 1 and ready.value == 1:
-                self.beats.append(cycle)
+    def _sample(self):
+        valid, ready = self._in
+        if valid.value == 1 and ready.value == 1:
+            self.beats.append(self.cycle)
 
-    def configure(self, idle: bool, backpressure: bool, seed: int = 1):
-        self.source.set_pause_generator(random_pattern(seed) if idle else None)
-        self.sink.set_pause_generator(idle_pattern() if backpressure else None)
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.clk, 3)
-        self.dut.rst.value = 0
-        await ClockCycles(self.clk, 2)
+    def clear_log(self):
         self.beats.clear()
         self.sink.clear()
 
@@ -269,11 +132,8 @@ class SplitTB:
         for pkt, lo in zip(blocks, starts):
             await self.source.send(AxiStreamFrame(bytes(lo) + pkt, tkeep=[0] * lo + [1] * len(pkt)))
         nbeats = sum((lo + len(p) + BEAT - 1) // BEAT for p, lo in zip(blocks, starts))
-        for _ in range(timeout):
-            if len(self.beats) == nbeats and len(self.sink.items) >= len(expected):
-                break
-            await RisingEdge(self.clk)
-        await ClockCycles(self.clk, 10)
+        await self.wait_for(lambda: len(self.beats) == nbeats and len(self.sink.items) >= len(expected), timeout)
+        await self.cycles(10)
         assert len(self.beats) == nbeats, f"{len(self.beats)} of {nbeats} beats taken: hung"
         got = [unpack_fields(ItchMessage, value) for _, _, value in self.sink.items]
         assert len(got) == len(expected), f"{len(got)} messages, expected {len(expected)}"
@@ -291,9 +151,6 @@ class SplitTB:
                 assert first_valid - accepted == LATENCY, \
                     f"message {n + 1}: valid at cycle {first_valid}, last byte's beat taken at {accepted}"
         return expected
-
-
-MODES = dict(idle=[False, True], backpressure=[False, True])
 
 
 @cocotb.test(skip=not itch_files())
@@ -318,9 +175,7 @@ async def test_itch_files(dut, idle, backpressure):
 async def test_back_to_back_rate(dut, idle, backpressure):
     """Shortest messages (12 and 13 bytes: every lane alignment) back to back: latency 1 and, without
     idle cycles or backpressure, one beat per cycle with no gap across a whole packet."""
-    tb = SplitTB(dut)
-    tb.configure(idle, backpressure)
-    await tb.reset()
+    tb = await SplitTB.start(dut, idle, backpressure)
     rng = random.Random(5)
     blocks = []
     for size in (12, 13, 12, 13):
@@ -336,9 +191,7 @@ async def test_back_to_back_rate(dut, idle, backpressure):
 @cocotb.parametrize(**MODES)
 async def test_random_alignment(dut, idle, backpressure):
     """Random well-formed ITCH-sized messages in random-sized packets: exact output, latency 1."""
-    tb = SplitTB(dut)
-    tb.configure(idle, backpressure, seed=7)
-    await tb.reset()
+    tb = await SplitTB.start(dut, idle, backpressure, seed=7)
     rng = random.Random(11)
     blocks = []
     for _ in range(60):
@@ -351,9 +204,7 @@ async def test_random_alignment(dut, idle, backpressure):
 @cocotb.parametrize(**MODES)
 async def test_short_messages(dut, idle, backpressure):
     """Messages of 1..50 bytes (several may end in one beat): exact output, no loss, no hang."""
-    tb = SplitTB(dut)
-    tb.configure(idle, backpressure, seed=3)
-    await tb.reset()
+    tb = await SplitTB.start(dut, idle, backpressure, seed=3)
     rng = random.Random(13)
     blocks = []
     for _ in range(60):
@@ -368,9 +219,7 @@ async def test_short_messages(dut, idle, backpressure):
 async def test_unaligned_start(dut, idle, backpressure):
     """Packets whose first byte is at any lane 0..7 (first beat's keep clear below it, as the MoldUDP64
     receiver delivers its message area): exact output, latency 1, full rate; malformed ones too."""
-    tb = SplitTB(dut)
-    tb.configure(idle, backpressure, seed=5)
-    await tb.reset()
+    tb = await SplitTB.start(dut, idle, backpressure, seed=5)
     rng = random.Random(19)
     blocks, starts = [], []
     for k in range(64):
@@ -382,16 +231,8 @@ async def test_unaligned_start(dut, idle, backpressure):
         assert tb.beats == list(range(tb.beats[0], tb.beats[0] + len(tb.beats))), "input was stalled"
     await tb.reset()
     cases, starts = [], []
-    for k in range(80):
-        parts = []
-        for _ in range(rng.randint(1, 8)):
-            r = rng.random()
-            parts.append(_block(0) if r < 0.15 else _block(rng.randint(51, 120), rng=rng) if r < 0.25
-                         else _block(rng.randint(1, 50), rng=rng))
-        pkt = b"".join(parts)
-        if rng.random() < 0.4:
-            pkt = pkt[:rng.randint(1, len(pkt))]
-        cases.append(pkt)
+    for _ in range(80):
+        cases.append(_mixed_packet(rng, 8, 120))
         starts.append(rng.randrange(8))
     await tb.run(cases, check_latency=False, starts=starts)
 
@@ -402,14 +243,26 @@ def _block(length: int, body: bytes | None = None, rng=None) -> bytes:
     return struct.pack(">H", length) + body
 
 
+def _mixed_packet(rng: random.Random, max_blocks: int, max_oversize: int) -> bytes:
+    """1..``max_blocks`` message blocks, each zero-length, over-long (51..``max_oversize`` bytes) or
+    well-formed (1..50), and 4 times in 10 cut short at a random byte."""
+    parts = []
+    for _ in range(rng.randint(1, max_blocks)):
+        r = rng.random()
+        parts.append(_block(0) if r < 0.15 else _block(rng.randint(51, max_oversize), rng=rng) if r < 0.25
+                     else _block(rng.randint(1, 50), rng=rng))
+    pkt = b"".join(parts)
+    if rng.random() < 0.4:
+        pkt = pkt[:rng.randint(1, len(pkt))]
+    return pkt
+
+
 @cocotb.test()
 @cocotb.parametrize(**MODES)
 async def test_malformed(dut, idle, backpressure):
     """Zero lengths, over-long messages and packets ending inside a prefix or a message: counted, dropped,
     and the next packet is split exactly."""
-    tb = SplitTB(dut)
-    tb.configure(idle, backpressure, seed=9)
-    await tb.reset()
+    tb = await SplitTB.start(dut, idle, backpressure, seed=9)
     rng = random.Random(17)
     good = lambda: _block(rng.choice([12, 19, 36, 50]), rng=rng)
     cases = [
@@ -426,15 +279,7 @@ async def test_malformed(dut, idle, backpressure):
     ]
     # Random mixtures.
     for _ in range(80):
-        parts = []
-        for _ in range(rng.randint(1, 12)):
-            r = rng.random()
-            parts.append(_block(0) if r < 0.15 else _block(rng.randint(51, 300), rng=rng) if r < 0.25
-                         else _block(rng.randint(1, 50), rng=rng))
-        pkt = b"".join(parts)
-        if rng.random() < 0.4:
-            pkt = pkt[:rng.randint(1, len(pkt))]
-        cases.append(pkt)
+        cases.append(_mixed_packet(rng, 12, 300))
     await tb.run(cases, check_latency=False)
     counts = tb.counters()
     assert all(counts.values()), counts
