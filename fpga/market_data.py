@@ -19,13 +19,17 @@ from .order_book import LookupSignature, MarketBook
 from .stream import AXIStreamTop, ByteStream
 from .udp_rx import DEFAULT_GROUP, DEFAULT_PORT, UDP_COUNTERS, UDPReceiver
 
-__all__ = ["MarketDataPipeline", "MarketDataTop", "LATENCY_BY_LANE"]
+__all__ = ["MarketDataPipeline", "MarketDataTop", "LATENCY", "LATENCY_BY_LANE"]
 
 #: End-to-end latency (cycles, no stalls) from the cycle the input beat carrying a message's last byte is
-#: accepted to the cycle its TopOfBook record (or ``applied`` strobe) leaves the book, by the frame lane of
-#: that byte, 0..7 (frames of back-to-back beats). Measured by ``tickgate.sim.rtl_replay`` on every message of
-#: the replay suites and asserted by ``tests/test_pipeline.py``.
-LATENCY_BY_LANE = (10, 10, 11, 11, 11, 11, 11, 11)
+#: accepted to the cycle its TopOfBook record (or ``applied`` strobe) leaves the book, for every message,
+#: every frame lane of that byte and 0, 1 or 2 VLAN tags: UDP 1 + MoldUDP64 1 + splitter 1 + decoder 1 +
+#: book (``MarketBook.LATENCY``). Asserted on every message by ``tests/test_pipeline.py`` and measured by
+#: ``tickgate.sim.rtl_replay``.
+FRONT_END_LATENCY = 4
+LATENCY = FRONT_END_LATENCY + MarketBook.LATENCY
+#: The same by frame lane 0..7 (one figure: no block realigns its stream any more), for callers that index it.
+LATENCY_BY_LANE = (LATENCY,) * 8
 
 
 class MarketDataPipeline(wiring.Component):
@@ -59,14 +63,12 @@ class MarketDataPipeline(wiring.Component):
 
     End-to-end latency, no stalls (``i_stream`` beats back to back, ``o_stream`` ready), from the cycle the
     input beat carrying a message's last byte is accepted to the cycle its TopOfBook (and ``applied``) is
-    out: front end (UDP 1-2, MoldUDP64 1, splitter 1, decoder 1) + book 6 = **10 cycles** when the last
-    byte sits in frame lanes 0..1 of an untagged frame (0..5 with one VLAN tag), **11** otherwise
-    (:data:`LATENCY_BY_LANE`, untagged), for every message type (REPLACE included); asserted on every
-    message by tests/test_pipeline.py. The lane dependence comes only from the UDP receiver's payload
-    realignment (a byte past the shift completes its output beat with the next input beat, or a flush
-    beat at the end of the frame). So the goal (≤ 10, one figure for every message) is missed by one cycle
-    for those lanes; closing it: the UDP receiver stops realigning and the MoldUDP64 receiver accepts a
-    packet starting at lane 2 or 6 (docs/gateware.md).
+    out: front end (UDP 1, MoldUDP64 1, splitter 1, decoder 1) + book 6 = :data:`LATENCY` = **10 cycles**
+    for every message type (REPLACE included), every frame lane of that byte and 0, 1 or 2 VLAN tags, the
+    last message of a packet included; asserted on every message by tests/test_pipeline.py. No block
+    realigns its stream: the UDP receiver forwards the frame's beats with ``keep`` cleared outside the
+    payload (first beat from lane 2, or lane 6 with one tag), the MoldUDP64 receiver likewise below its
+    message area, and the splitter takes a packet starting at any lane.
 
     Members
     -------

@@ -6,6 +6,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .counters import count as count_event
 from .stream import BYTES as BYTES_PER_BEAT
 from .stream import ByteStream, popcount_keep
 
@@ -41,8 +42,11 @@ MOLD_COUNTERS = (
 class MoldUDP64Receiver(wiring.Component):
     """Track one MoldUDP64 session; forward each new message block once.
 
-    The input is a stream of UDP payloads (one per ``last``, first byte in lane 0), e.g. from
-    :class:`tickgate.fpga.udp_rx.UDPReceiver`. The 20-byte header is checked when beat 2 arrives:
+    The input is a stream of UDP payloads (one per ``last``) as :class:`tickgate.fpga.udp_rx.UDPReceiver`
+    forwards them, not realigned: a packet's first beat keeps lanes 2..7 (frames untagged or with two VLAN
+    tags) or 6..7 (one tag), told apart by its ``keep`` (lane 5 kept or not); other start lanes are not
+    supported. The 20-byte header is checked when its last byte arrives (the deciding beat: beat 2 from
+    lane 2, beat 3 from lane 6):
 
     * A packet with sequence number 0 is *unsequenced* (sequence numbers start at 1; anonymised captures
       zero the header): counted in ``unsequenced``, its message blocks forwarded as they are (``user`` 0),
@@ -66,9 +70,10 @@ class MoldUDP64Receiver(wiring.Component):
 
     The output is the message-block area (u16 length + message, repeated) of each forwarded packet (from
     the first new block for a partial overlap), one packet per ``last``, **not realigned**: every output
-    beat is an input beat, with ``keep`` cleared below the area, so a packet's first output beat keeps lanes
-    4..7 (the area starts at packet byte 20) or, for a partial overlap, the lanes from its first new block
-    (any lane); later beats keep what the input kept. The consumer must accept a first beat that does not
+    beat is an input beat, with ``keep`` cleared below the area, so a packet's first output beat (its
+    deciding beat) keeps lanes 6..7 (from lane 2: the area starts at packet byte 20) or 2..7 (from lane 6)
+    or, for a partial overlap, the lanes from its first new block (any lane of a later beat); later beats
+    keep what the input kept. The consumer must accept a first beat that does not
     start at lane 0 (:class:`tickgate.fpga.itch_split.ItchSplitter` does). ``user`` holds the sequence
     number of its first message. Forwarding is cut-through, so the message blocks are
     checked as they pass: a forwarded packet whose blocks are not exactly ``count`` blocks ending at the
@@ -82,15 +87,20 @@ class MoldUDP64Receiver(wiring.Component):
     Rate: one beat per cycle in and out, back-to-back packets included; ``i_stream.ready`` only drops
     when the output is stalled. Latency: the output register is loaded in the cycle its input beat is
     accepted, so with no stalls every forwarded byte leaves :data:`LATENCY` = 1 cycle after the input beat
-    holding it (no flush beat: :data:`LATENCY_MAX` = 1 too); output beat *k* of a whole packet (input beat
-    2 + *k*) is accepted 3 + *k* cycles after the packet's first input beat.
+    holding it (no flush beat: :data:`LATENCY_MAX` = 1 too); output beat *k* of a whole packet (its
+    deciding beat + *k*) is accepted 3 + *k* cycles (from lane 2) or 4 + *k* cycles (from lane 6) after
+    the packet's first input beat.
 
-    Structure (for Fmax): the session compare and the sequence number's high 48 bits against ``expected``
-    are registered on beat 1, so the beat-2 verdict adds only 16-bit arithmetic (duplicate vs partial
-    overlap, which no beat-2 output depends on, with a carry-save sign test); ``status.expected`` is
-    written the cycle after the verdict; the block walker tracks the next block as (beats ahead, lane) with
-    every lane's candidate length decoded in parallel; the ``count_error`` check and every counter
-    increment are registered (counters lag their event by one or two cycles).
+    Structure (for Fmax): the session compare is registered on beat 1, and the sequence number's high 32
+    bits against ``expected`` on the beat before the deciding one (from lane 6 the low 32 bits' compares
+    too), so the verdict adds only 32-bit compares of the live low half, selected after their carry chains;
+    duplicate vs partial overlap (which no output of the deciding beat depends on: a carry-save sign test)
+    is registered and used from the next cycle on, as is the gap (``status.gap``, ``first_missing`` and
+    ``missed`` lag by a cycle); ``status.expected`` is written the cycle after the verdict; the block walker
+    tracks the next block as (beats ahead, lane) with every lane's candidate length decoded in parallel;
+    the ``count_error`` check and every counter increment are registered (counters lag their event by one
+    to three cycles); the output register is loaded whenever it is free, only ``valid`` depending on the
+    verdict.
 
     Members
     -------
@@ -131,98 +141,132 @@ class MoldUDP64Receiver(wiring.Component):
         def lane(k):
             return cur.word_select(k, 8)
 
+        def be(lanes):
+            """The big-endian value of ``lanes`` of the current beat (the first lane most significant)."""
+            return Cat(*(lane(k) for k in reversed(lanes)))
+
         can_load = ~o.valid | o.ready
         m.d.comb += i.ready.eq(can_load)
         take = Signal()
         m.d.comb += take.eq(i.valid & i.ready)
 
-        beat = Signal(range(4))                           # beat index in the packet, saturating at 3
-        hdr = Signal(data.ArrayLayout(8, 8))              # packet bytes 0..7
+        beat = Signal(range(8))                           # beat index in the packet, saturating at 4
+        s6 = Signal()                                     # the packet starts at lane 6 (else lane 2)
+        s6_now = ~kp[5]                                   # ... as told by its first beat
+        hdr = Signal(data.ArrayLayout(8, 8))              # the packet's first beat
         with m.If(take):
             with m.If(beat == 0):
-                m.d.sync += hdr.as_value().eq(cur)
+                m.d.sync += [hdr.as_value().eq(cur), s6.eq(s6_now)]
             with m.If(last):
                 m.d.sync += beat.eq(0)
-            with m.Elif(beat != 3):
+            with m.Elif(beat != 4):
                 m.d.sync += beat.eq(beat + 1)
+        # The header (session 10 bytes, sequence 8, count 2) from lane 2: beat 0 session 0..5, beat 1 session
+        # 6..9 and sequence 0..3, beat 2 sequence 4..7, count and the first 2 area bytes (lanes 6..7). From
+        # lane 6: beat 0 session 0..1, beat 1 session 2..9, beat 2 the sequence, beat 3 the count, area from
+        # lane 2. The verdict is taken on the deciding beat (2, or 3 from lane 6); the beat before it is `pre`.
+        pre = Signal()
+        dec_beat = Signal()
+        m.d.comb += [pre.eq(Mux(s6, beat == 2, beat == 1)), dec_beat.eq(Mux(s6, beat == 3, beat == 2))]
+        after = Mux(s6, beat >= 3, beat >= 2)             # the deciding beat or later
 
-        # --- beat 1 (bytes 8..15): the session compare and the high 48 bits of the sequence number compared
-        # with `expected`, registered, so that beat 2 (bytes 16..23: sequence low 16 bits, count, first
-        # message bytes) only adds 16-bit arithmetic. `expected` only changes on a header verdict (beat 2
-        # of a packet), at least two cycles before the next packet's beat 1.
-        session_now = Cat(hdr.as_value(), lane(0), lane(1))
-        s_hi_now = Cat(*(lane(k) for k in reversed(range(2, 8))))      # bytes 10..15, big-endian
-        e_hi = st.expected[16:]
-        e_lo = st.expected[:16]
-        ns_q, hz_q, heq_q, hgt_q = (Signal(name=n) for n in ("ns_q", "hz_q", "heq_q", "hgt_q"))
-        e_hi_m1 = Signal(48, init=(1 << 48) - 1)          # expected_hi - 1, kept with `expected`
-        s_hi_q = Signal(48)
-        s_hi1_q = Signal(48)
-        hge2_q = Signal()                                 # expected_hi - seq_hi >= 2
-        negx_q = Signal(19)                               # ~((expected_hi - seq_hi) * 2**16 + e_lo) when that is 0 or 1
+        # --- beat 1: the session compare, registered.
+        session_now = Mux(s6, Cat(hdr[6], hdr[7], *(lane(k) for k in range(8))),
+                          Cat(*(hdr[k] for k in range(2, 8)), *(lane(k) for k in range(4))))
+        ns_q = Signal()
+        session_now_q = Signal(80)
         with m.If(take & (beat == 1)):
+            m.d.sync += [ns_q.eq(~st.has_session | (session_now != st.session.as_value())),
+                         session_now_q.eq(session_now)]
+
+        # --- `pre`: the sequence number's high 32 bits (bytes 10..13) compared with `expected`, registered,
+        # so that the deciding beat only adds 32-bit arithmetic on the low half (live from lane 2; from lane 6
+        # registered here too). `expected` only changes on a header verdict, at least two cycles before the
+        # next packet's `pre` beat.
+        hi_now = Mux(s6, be(range(0, 4)), be(range(4, 8)))
+        e_hi = st.expected[32:]
+        e_lo = st.expected[:32]
+        hz_q, heq_q, hgt_q = (Signal(name=n) for n in ("hz_q", "heq_q", "hgt_q"))
+        e_hi_m1 = Signal(32, init=(1 << 32) - 1)          # expected_hi - 1, kept with `expected`
+        s_hi_q = Signal(32)
+        s_hi1_q = Signal(32)
+        lo_q = Signal(32)                                 # from lane 6: the low half, and its compares
+        leq_q, lgt_q, lz_q = (Signal(name=n) for n in ("leq_q", "lgt_q", "lz_q"))
+        hge2_q = Signal()                                 # expected_hi - seq_hi >= 2
+        negx_q = Signal(35)                               # ~((expected_hi - seq_hi) * 2**32 + e_lo) when that is 0 or 1
+        with m.If(take & pre):
             m.d.sync += [
-                ns_q.eq(~st.has_session | (session_now != st.session.as_value())),
-                hz_q.eq(s_hi_now == 0),
-                heq_q.eq(s_hi_now == e_hi),
-                hgt_q.eq(s_hi_now > e_hi),
-                s_hi_q.eq(s_hi_now),
-                s_hi1_q.eq(s_hi_now + 1),
-                hge2_q.eq((s_hi_now < e_hi) & (s_hi_now != e_hi_m1)),
-                negx_q.eq(~Cat(e_lo, s_hi_now == e_hi_m1, Const(0, 2))),
+                hz_q.eq(hi_now == 0),
+                heq_q.eq(hi_now == e_hi),
+                hgt_q.eq(hi_now > e_hi),
+                s_hi_q.eq(hi_now),
+                s_hi1_q.eq(hi_now + 1),
+                lo_q.eq(be(range(4, 8))),
+                leq_q.eq(be(range(4, 8)) == e_lo),
+                lgt_q.eq(be(range(4, 8)) > e_lo),
+                lz_q.eq(be(range(4, 8)) == 0),
+                hge2_q.eq((hi_now < e_hi) & (hi_now != e_hi_m1)),
+                negx_q.eq(~Cat(e_lo, hi_now == e_hi_m1, Const(0, 2))),
             ]
 
-        # --- header verdict (beat 2) ---
-        s_lo = Cat(lane(1), lane(0))                      # bytes 16..17
-        count = Cat(lane(3), lane(2))                     # bytes 18..19
+        # --- header verdict (the deciding beat) ---
+        s_lo = Signal(32)                                 # sequence bytes 14..17
+        count = Signal(16)                                # bytes 18..19
+        m.d.comb += [s_lo.eq(Mux(s6, lo_q, be(range(0, 4)))), count.eq(Mux(s6, be([0, 1]), be([4, 5])))]
         seq = Cat(s_lo, s_hi_q)
-        sum17 = Signal(17)
-        m.d.comb += sum17.eq(s_lo + count)
-        end_seq = Cat(sum17[:16], Mux(sum17[16], s_hi1_q, s_hi_q))
-        seq_zero = hz_q & (s_lo == 0)
-        seq_eq = heq_q & (s_lo == e_lo)
-        seq_gt = hgt_q | (heq_q & (s_lo > e_lo))
-        # With seq < expected: end_seq <= expected <=> s_lo + count <= X, X = (expected_hi - seq_hi) * 2**16 +
-        # e_lo: always when expected_hi - seq_hi >= 2 (hge2_q), else a 19-bit sign test of s_lo + count + ~X
-        # (one carry-save level and one carry chain; ~X registered at beat 1).
+        sum33 = Signal(33)
+        m.d.comb += sum33.eq(s_lo + count)
+        end_seq = Cat(sum33[:32], Mux(sum33[32], s_hi1_q, s_hi_q))
+        # The compares take the live low half (from lane 2) or their registered results (from lane 6),
+        # selected after the carry chains.
+        lo_now = be(range(0, 4))
+        seq_zero = hz_q & Mux(s6, lz_q, lo_now == 0)
+        seq_eq = heq_q & Mux(s6, leq_q, lo_now == e_lo)
+        seq_gt = hgt_q | (heq_q & Mux(s6, lgt_q, lo_now > e_lo))
+        # With seq < expected: end_seq <= expected <=> s_lo + count <= X, X = (expected_hi - seq_hi) * 2**32 +
+        # e_lo: always when expected_hi - seq_hi >= 2 (hge2_q), else a 35-bit sign test of s_lo + count + ~X
+        # (one carry-save level and one carry chain; ~X registered at `pre`).
         csa_a, csa_b, csa_c = s_lo, count, negx_q
-        csa_s = Signal(19)
-        csa_k = Signal(19)
+        csa_s = Signal(35)
+        csa_k = Signal(35)
         m.d.comb += [csa_s.eq(csa_a ^ csa_b ^ csa_c),
-                     csa_k.eq(Cat(Const(0, 1), (csa_a & csa_b) | (csa_a & csa_c) | (csa_b & csa_c))[:19])]
-        le_sum = Signal(19)
+                     csa_k.eq(Cat(Const(0, 1), (csa_a & csa_b) | (csa_a & csa_c) | (csa_b & csa_c))[:35])]
+        le_sum = Signal(35)
         m.d.comb += le_sum.eq(csa_s + csa_k)
-        end_le = hge2_q | le_sum[18]
+        end_le = hge2_q | le_sum[34]
 
-        inc = {name: Signal(name=f"inc_{name}") for name in MOLD_COUNTERS if name != "missed"}
-        truncated = take & last & ((beat < 2) | ((beat == 2) & ~kp[3]))
-        decide = take & (beat == 2) & ~truncated
+        inc = {name: Signal(name=f"ev_{name}") for name in MOLD_COUNTERS if name != "missed"}
+        truncated = take & last & (~after | (dec_beat & ~Mux(s6, kp[1], kp[5])))
+        decide = take & dec_beat & ~truncated
         m.d.comb += inc["truncated"].eq(truncated)
 
         new_session = ns_q
         control = (count == 0) | (count == 0xFFFF)
         seq_lt = ~seq_eq & ~seq_gt
-        # Shallow: what the beat-2 output needs (a whole packet forwarded). Deeper (end_le): duplicate vs
-        # partial overlap, which only registers see (nothing of either is output on beat 2).
+        # Shallow: what the deciding beat's output needs (a whole packet forwarded). Deeper (end_le):
+        # duplicate vs partial overlap, registered (`end_le_q`) and used from the next cycle on (nothing of
+        # either is output on the deciding beat, and a partial overlap's first new block comes later).
         fwd_whole = ~control & (seq_zero | new_session | ~seq_lt)
         sequenced = ~seq_zero
-        overlap = Signal()
-        m.d.comb += overlap.eq(sequenced & ~new_session & ~control & seq_lt & ~end_le)
-        fwd = fwd_whole | overlap
+        below = Signal()                                  # a data packet starting below `expected`
+        m.d.comb += below.eq(sequenced & ~new_session & ~control & seq_lt)
+        end_le_q = Signal()
+        below_q = Signal()                                # `below`, a strobe the cycle after the verdict
+        m.d.sync += below_q.eq(decide & below)
+        with m.If(decide):
+            m.d.sync += end_le_q.eq(end_le)
         gap_event = Signal()
         m.d.comb += gap_event.eq(decide & sequenced & ~new_session & seq_gt)
-        session_now_q = Signal(80)
-        with m.If(take & (beat == 1)):
-            m.d.sync += session_now_q.eq(session_now)
-        # `expected` is written the cycle after the verdict (read again at the next packet's beat 1 at the
+        # `expected` is written the cycle after the verdict (read again at the next packet's `pre` beat at the
         # earliest; the status output lags by that cycle).
-        e_we = Signal()
+        e_we_q = Signal()
         e_new = Signal(64)
-        m.d.sync += e_we.eq(decide & sequenced & (new_session | (control & seq_gt) | (~control & ~(seq_lt & end_le))))
+        m.d.sync += e_we_q.eq(decide & sequenced & (new_session | (control & seq_gt) | (~control & ~seq_lt)))
+        e_we = e_we_q | (below_q & ~end_le_q)             # a partial overlap advances it too
         with m.If(decide):
             m.d.sync += e_new.eq(Mux(control, seq, end_seq))
         with m.If(e_we):
-            m.d.sync += [st.expected.eq(e_new), e_hi_m1.eq(e_new[16:] - 1)]
+            m.d.sync += [st.expected.eq(e_new), e_hi_m1.eq(e_new[32:] - 1)]
         with m.If(decide):
             with m.If(seq_zero):
                 m.d.comb += inc["unsequenced"].eq(1)
@@ -230,18 +274,21 @@ class MoldUDP64Receiver(wiring.Component):
                 with m.If(new_session):
                     m.d.comb += inc["session"].eq(1)
                     m.d.sync += [st.has_session.eq(1), st.session.as_value().eq(session_now_q)]
-                with m.Elif(~control & seq_lt):
-                    m.d.comb += [inc["duplicate"].eq(end_le), inc["overlap"].eq(~end_le)]
                 with m.If(count == 0):
                     m.d.comb += inc["heartbeat"].eq(1)
                 with m.Elif(count == 0xFFFF):
                     m.d.comb += inc["end_session"].eq(1)
                 m.d.comb += inc["accepted"].eq(fwd_whole)
 
-        m.d.comb += inc["gap"].eq(gap_event)
-        missed_q = Signal(cw)                              # added into `missed` a cycle later
-        m.d.sync += missed_q.eq(Mux(gap_event, (seq - st.expected)[:cw], 0))
-        with m.If(gap_event):
+        m.d.comb += [inc["gap"].eq(gap_event), inc["duplicate"].eq(below_q & end_le_q),
+                     inc["overlap"].eq(below_q & ~end_le_q)]
+        # The gap is applied the cycle after the verdict (`expected` still holds its old value then).
+        gap_q = Signal()
+        missed_q = Signal(cw)                             # seq - expected, registered at the verdict
+        m.d.sync += gap_q.eq(gap_event)
+        with m.If(decide):
+            m.d.sync += missed_q.eq((seq - st.expected)[:cw])
+        with m.If(gap_q):
             m.d.sync += st.gap.eq(1)
             with m.If(~st.gap):
                 m.d.sync += st.first_missing.eq(st.expected)
@@ -255,7 +302,7 @@ class MoldUDP64Receiver(wiring.Component):
         wk = Signal(13, init=2)
         w_here = Signal()
         w_next = Signal()
-        wl = Signal(BYTES_PER_BEAT, init=1 << 4)          # one-hot
+        wl = Signal(BYTES_PER_BEAT, init=1 << 4)          # one-hot (set per start lane on beat 0)
         blocks = Signal(16)
         hi_pend = Signal()                                # a block's length straddles into this beat
         hi = Signal(8)
@@ -319,15 +366,26 @@ class MoldUDP64Receiver(wiring.Component):
                     m.d.sync += [wk.eq(c_wk), w_here.eq(c_nk1), w_next.eq(c_nk2), wl.eq(c_wl)]
                 with m.Elif(~n_hi_pend):
                     m.d.sync += [wk.eq(wk - 1), w_here.eq(w_next), w_next.eq(wk == 2)]
+                with m.If(beat == 0):
+                    # The first block: beat 2 lane 6 (from lane 2), beat 3 lane 2 (from lane 6).
+                    m.d.sync += [wk.eq(Mux(s6_now, 2, 1)), w_here.eq(0), w_next.eq(~s6_now),
+                                 wl.eq(Mux(s6_now, 1 << 2, 1 << 6))]
 
         # count_error: the check at a forwarded packet's end is registered and judged the next cycle.
-        pkt_fwd = Signal()                                # the current packet is being forwarded
+        # A packet is forwarded whole (`pkt_whole`) or as a partial overlap (`pkt_below` & ~end_le_q, known
+        # from the cycle after the verdict: the check is split likewise).
+        pkt_whole = Signal()
+        pkt_below = Signal()
         pkt_count = Signal(16)
         with m.If(decide):
-            m.d.sync += [pkt_fwd.eq(fwd), pkt_count.eq(count)]
-        fwd_now = Mux(beat == 2, fwd & decide, pkt_fwd)
-        count_now = Mux(beat == 2, count, pkt_count)
-        chk = Signal()
+            m.d.sync += [pkt_whole.eq(fwd_whole), pkt_below.eq(below), pkt_count.eq(count)]
+        count_now = Mux(dec_beat, count, pkt_count)
+        chk_whole = Signal()
+        chk_below = Signal()
+        chk_dec = Signal()                                # the packet ended on its deciding beat
+        whole_q = Signal()                                # `fwd_whole`, a strobe the cycle after the verdict
+        m.d.sync += [chk_dec.eq(decide & last), whole_q.eq(decide & fwd_whole)]
+        chk = (chk_whole | (chk_dec & whole_q)) | ((chk_below | (chk_dec & below_q)) & ~end_le_q)
         r_parsed, r_here, r_next, r_hp, r_short = (Signal(name=n) for n in ("r_parsed", "r_here", "r_next", "r_hp",
                                                                             "r_short"))
         r_lo7 = Signal(7)
@@ -336,7 +394,8 @@ class MoldUDP64Receiver(wiring.Component):
         r_kp = Signal(BYTES_PER_BEAT)
         r_blocks = Signal(16)
         r_count = Signal(16)
-        m.d.sync += chk.eq(take & last & (beat >= 2) & fwd_now)
+        m.d.sync += [chk_whole.eq(take & last & after & ~dec_beat & pkt_whole),
+                     chk_below.eq(take & last & after & ~dec_beat & pkt_below)]
         with m.If(take & last):
             m.d.sync += [r_parsed.eq(parsed), r_here.eq(w_here & ~hi_pend), r_next.eq(w_next), r_hp.eq(n_hi_pend),
                          r_short.eq(n_short), r_lo7.eq(c_lo7), r_small.eq(c_small), r_wl.eq(wl), r_kp.eq(kp), r_blocks.eq(n_blocks),
@@ -349,54 +408,49 @@ class MoldUDP64Receiver(wiring.Component):
         m.d.comb += inc["count_error"].eq(chk & ~(pos_ok & (r_blocks == r_count) & ~r_hp & ~r_short))
 
         # --- output: the input beats, not realigned; `keep` cleared below the message area --------------
-        # A whole packet's area starts at byte 20 (beat 2, lane 4); a partial overlap's at its first new
-        # block (found by the walker, any lane of beat 3 or later).
+        # A whole packet's area starts at packet byte 20 (the deciding beat, lane 6 from lane 2, lane 2 from
+        # lane 6); a partial overlap's at its first new block (found by the walker, any lane of a later beat).
         first_seq = Signal(64)
         emitting = Signal()                               # the rest of the packet is forwarded
-        armed = Signal()                                  # partial overlap: waiting for block `skip`
+        armed = Signal()                                  # below `expected`: waiting for block `skip`
         skip = Signal(16)
-        emit = Signal()
-        e_keep = Signal(BYTES_PER_BEAT)
-        e_user = Signal(64)
-        m.d.comb += e_user.eq(first_seq)
+        found = Signal()
+        m.d.comb += found.eq(take & armed & ~end_le_q & w_here & ~hi_pend & ~short & (wl & kp).any() &
+                             (blocks == skip))
 
         with m.If(decide):
-            m.d.sync += [first_seq.eq(Mux(seq_lt & sequenced & ~new_session, st.expected, seq)),
-                         skip.eq(e_lo - s_lo), armed.eq(overlap & ~last)]
+            m.d.sync += [first_seq.eq(seq),
+                         skip.eq(e_lo - s_lo), armed.eq(below & ~last)]
             with m.If(fwd_whole):
                 m.d.sync += emitting.eq(~last)
-                with m.If(kp[4]):
-                    m.d.comb += [emit.eq(1), e_keep.eq(kp & 0xF0), e_user.eq(seq)]
-
-        found = Signal()
-        m.d.comb += found.eq(take & armed & w_here & ~hi_pend & ~short & (wl & kp).any() & (blocks == skip))
         with m.If(take & armed & last):
             m.d.sync += armed.eq(0)
+        with m.If(below_q):
+            m.d.sync += first_seq.eq(st.expected)
         with m.If(found):
             m.d.sync += [armed.eq(0), emitting.eq(~last)]
-            m.d.comb += [emit.eq(1), e_keep.eq(kp & ~(wl - 1))]
-        with m.If(take & emitting):
-            m.d.comb += [emit.eq(1), e_keep.eq(kp)]
-            with m.If(last):
-                m.d.sync += emitting.eq(0)
+        with m.If(take & emitting & last):
+            m.d.sync += emitting.eq(0)
 
-        with m.If(emit):
+        emit = Signal()
+        m.d.comb += emit.eq((decide & fwd_whole & Mux(s6, kp[2], kp[6])) | found | (take & emitting))
+        # The output register is loaded whenever it is free; only `valid` depends on the verdict.
+        with m.If(can_load):
             m.d.sync += [
-                o.valid.eq(1),
+                o.valid.eq(emit),
                 o.payload.data.eq(cur),
-                o.payload.keep.eq(e_keep),
+                o.payload.keep.eq(kp & Mux(found, ~(wl - 1), Mux(dec_beat, Mux(s6, 0xFC, 0xC0), 0xFF))),
                 o.payload.last.eq(last),
-                o.payload.user.eq(e_user),
+                # a partial overlap's first sequence is the old `expected`, still there the cycle after
+                # the verdict, and in `first_seq` from then on
+                o.payload.user.eq(Mux(dec_beat, seq, Mux(below_q, st.expected, first_seq))),
             ]
-        with m.Elif(o.ready):
-            m.d.sync += o.valid.eq(0)
 
         # Counters: increments registered, added a cycle later.
         for name in MOLD_COUNTERS:
-            counter = getattr(self.counters, name)
             if name == "missed":
-                m.d.sync += counter.eq(counter + missed_q)
+                event = Mux(gap_q, missed_q, 0)
             else:
-                q = Signal(name=f"incq_{name}")
-                m.d.sync += [q.eq(inc[name]), counter.eq(counter + q)]
+                event = inc[name]
+            count_event(m, getattr(self.counters, name), event, name=f"inc_{name}")
         return m

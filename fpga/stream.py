@@ -6,8 +6,10 @@ A byte stream moves :data:`BYTES` bytes per beat. Its payload (:func:`byte_layou
   the same order :meth:`tickgate.wire.layout.Layout.amaranth_layout` uses);
 * ``keep``: one bit per lane, a contiguous run of kept lanes per beat. At a block's external ports
   every beat but the last of a packet keeps all lanes and the last keeps lanes 0..n-1; inside the
-  pipeline a block may say otherwise (the MoldUDP64 receiver forwards its first beat with the lanes
-  below the message area cleared, and the ITCH splitter accepts a first beat starting at any lane);
+  pipeline a block may say otherwise: no block realigns, so the UDP receiver forwards a payload's first
+  beat from lane 2 (lane 6 with one VLAN tag), the MoldUDP64 receiver accepts that and forwards its first
+  beat with the lanes below the message area cleared, and the ITCH splitter accepts a first beat starting
+  at any lane;
 * ``last``: set on the final beat of a packet;
 * ``user`` (optional): side data, stable for a whole packet unless a block says otherwise.
 

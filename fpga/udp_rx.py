@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .stream import BYTES, ByteStream, keep_mask, popcount_keep
+from .counters import count
+from .stream import BYTES, ByteStream, keep_mask
 
 __all__ = ["UDPReceiver", "UDP_COUNTERS", "DEFAULT_GROUP", "DEFAULT_PORT", "multicast_mac", "LATENCY",
            "LATENCY_MAX", "TPIDS"]
@@ -21,10 +22,10 @@ MAX_TAGS = 2
 #: EtherTypes that announce a VLAN tag (802.1Q, 802.1ad), as tickgate.wire.net.parse_udp_frame accepts them.
 TPIDS = (0x8100, 0x88A8)
 
-#: Cycles from the input beat holding a datagram's last payload byte to the output beat holding it (valid),
-#: with no stalls; LATENCY_MAX when that byte needs the flush beat (see UDPReceiver).
+#: Cycles from the input beat holding any payload byte to the output beat holding it (valid), with no stalls:
+#: the output is not realigned, so there is no flush beat and LATENCY_MAX (kept for callers) is the same.
 LATENCY = 1
-LATENCY_MAX = 2
+LATENCY_MAX = 1
 
 #: Counter names, in the order of precedence used to pick one reason per frame.
 UDP_COUNTERS = ("ok", "truncated", "not_udp", "unsupported", "bad_checksum", "bad_length", "not_ours")
@@ -49,35 +50,39 @@ class UDPReceiver(wiring.Component):
     checked (optional in IPv4; checking it would need the whole datagram before the verdict). IPv4 options
     (IHL > 5) are not supported: such frames are dropped and counted as ``unsupported``.
 
-    The output is the UDP payload, its first byte in lane 0 (a 2-lane shift, 6 lanes with one tag),
-    trimmed to the UDP length (Ethernet padding removed), one datagram per ``last``.
+    The output is the UDP payload, one datagram per ``last``, **not realigned**: every output beat is an
+    input beat with ``keep`` cleared outside the payload, so the first keeps lanes 2..7 (untagged or two
+    tags: the payload starts at frame byte 42 or 50) or 6..7 (one tag: byte 46), or fewer when the payload
+    ends there; the beat holding the payload's last byte (UDP length: Ethernet padding removed) carries
+    ``last`` and keeps the lanes up to it; beats between keep what the input kept. The consumer must
+    accept a first beat that starts at lane 2 or 6 (:class:`tickgate.fpga.moldudp64_rx.MoldUDP64Receiver`
+    does).
 
     Every frame increments exactly one counter of ``counters``, the first that applies in this order:
     ``truncated`` (the frame ends inside its 42 + 4 x tags header bytes), ``not_udp`` (EtherType, version or
     protocol), ``unsupported`` (IHL != 5, or a fragment), ``bad_checksum`` (IPv4 header), ``bad_length``
     (total length != UDP length + 20, empty payload, or the frame ends before the IPv4 total length),
     ``not_ours`` (destination), else ``ok``. Frames dropped at the header emit nothing. The verdict is taken
-    when the beat holding the header's last byte arrives (beat 5, bytes 40..47; beat 6 with two tags); a
-    frame that ends before its total length is only known to be short at its end, so the payload received
-    so far has been forwarded with ``last`` on its final byte, and the frame is counted in ``bad_length``,
-    not ``ok`` (a MoldUDP64 receiver downstream sees the short packet as a count mismatch).
+    when the beat holding the header's last byte arrives (the deciding beat: beat 5, bytes 40..47; beat 6
+    with two tags), which also carries the payload's first lanes; a frame that ends before its total length
+    is only known to be short at its end, so the payload received so far has been forwarded with ``last``
+    on its final byte, and the frame is counted in ``bad_length``, not ``ok`` (a MoldUDP64 receiver
+    downstream sees the short packet as a count mismatch). Counters lag their frame's verdict (or end) by
+    one cycle (the increments are registered).
 
-    Timing structure (for Fmax): the field checks are registered on the beat before the deciding one; the
-    header checksum's verdict is registered on the deciding beat and applied the next cycle (a bad
-    checksum then cancels the frame before any of it is emitted), so the counter of a frame dropped at its
-    header is bumped one cycle after the deciding beat; the header sum adds each beat's words one cycle
-    late (``bw``), and the output ``keep`` comes from registered masks.
+    Timing structure (for Fmax): the field checks and the whole IPv4 header sum are registered on the beat
+    holding the header's last word, the beat before the deciding one (the sum as carry-save levels and one
+    carry chain: the running sum ``csum``, the previous beat's words ``bw``, registered a cycle late, and
+    that beat's words), so the deciding beat only compares registered values (plus, with one tag, the UDP
+    port and length, which arrive in it); the output ``keep`` comes from registered masks, and the output
+    register is loaded whenever it is free, only ``valid`` depending on the verdict.
 
     Rate: one beat per cycle in and out, including back-to-back frames, tagged or not; ``i_stream.ready``
     only drops when the output is stalled (``i_stream.ready = ~o_stream.valid | o_stream.ready``).
 
-    Latency: the output register is loaded in the cycle the input beat completing an output beat is
-    accepted. With no stalls, the first payload beat is valid 7 cycles after the frame's first beat is
-    accepted untagged or with one tag, 8 with two (2 cycles after the beat holding the first payload byte
-    untagged or with two tags, 1 with one); the last payload beat :data:`LATENCY` = 1 cycle after the input
-    beat holding the last payload byte, or :data:`LATENCY_MAX` = 2 cycles when that byte sits in the lanes
-    past the shift of the frame's final beat (lanes 2..7; 6..7 with one tag): one extra flush beat,
-    overlapped with the next frame's first beat.
+    Latency: with no stalls every payload byte leaves :data:`LATENCY` = 1 cycle after the input beat holding
+    it (no flush beat: :data:`LATENCY_MAX` = 1 too); output beat *k* of a frame (input beat 5 + *k*, 6 + *k*
+    with two tags) is accepted 6 + *k* cycles after the frame's first beat (7 + *k* with two tags).
 
     Parameters
     ----------
@@ -130,7 +135,8 @@ class UDPReceiver(wiring.Component):
         m = Module()
         i, o = self.i_stream, self.o_stream
         cur = i.payload.data
-        avail = popcount_keep(i.payload.keep)            # bytes in the input beat
+        kp = i.payload.keep
+        last = i.payload.last
 
         beat = Signal(range(8))                           # beat index in the frame, saturating at 7
         hdr = Signal(data.ArrayLayout(8, 6 * BYTES))      # frame bytes 0..47
@@ -138,16 +144,12 @@ class UDPReceiver(wiring.Component):
         tag2 = Signal()                                   # and a second one at bytes 16..19
         # Running IPv4 header sums (two's complement, 20 bits) for 0, 1 and 2 tags: words 14..33, 18..37, 22..41.
         # Each beat's words are summed into `bw` (registered), and `bw` is added into `csum` the next cycle:
-        # two short adder chains instead of one long one; the header sum is csum + bw.
+        # two short adder chains instead of one long one.
         csum = [Signal(20, name=f"csum{t}") for t in range(MAX_TAGS + 1)]
         bw = [Signal(18, name=f"bw{t}") for t in range(MAX_TAGS + 1)]
-        emitting = Signal()                               # payload bytes still to forward from the input
-        rem = Signal(16)                                  # payload bytes not yet forwarded
-        prev = Signal(64)                                 # the previous input beat
-        shift6 = Signal()                                 # this frame's payload starts at lane 6 (one tag)
-        flush = Signal()                                  # an output beat made of `prev` alone is due
-        flush_mask = Signal(BYTES)                        # keep of the flush beat
-        flush_short = Signal()
+        hsum_q = Signal(20)                               # the whole header sum, registered on its last beat
+        emitting = Signal()                               # payload beats follow (after the deciding beat)
+        rem = Signal(16)                                  # payload bytes from lane 0 of the next input beat
         rem_mask = Signal(BYTES)                          # keep_mask(min(rem, 8))
         rem_le8 = Signal()                                # rem <= 8
         rm8_mask = Signal(BYTES)                          # keep_mask(clamp(rem - 8, 0, 8)), kept with `rem`
@@ -166,6 +168,14 @@ class UDPReceiver(wiring.Component):
             while len(terms) > 1:
                 terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
             return terms[0]
+
+        def csa_sum(terms, width=20):
+            """Sum of ``terms``: 3:2 carry-save levels, then one carry chain."""
+            terms = [Value.cast(t).as_unsigned() for t in terms]
+            while len(terms) > 2:
+                a, b, c = terms[:3]
+                terms = terms[3:] + [(a ^ b ^ c)[:width], (((a & b) | (a & c) | (b & c)) << 1)[:width]]
+            return (terms[0] + terms[1])[:width]
 
         # Words of each beat in each variant's header (frame offsets 14+4t .. 33+4t).
         words = {0: {1: [6], 2: [0, 2, 4, 6], 3: [0, 2, 4, 6], 4: [0]},
@@ -191,15 +201,15 @@ class UDPReceiver(wiring.Component):
                 m.d.sync += tag1.eq(is_tpid(lane_be16(4)))
             with m.If(beat == 2):
                 m.d.sync += tag2.eq(tag1 & is_tpid(lane_be16(0)))
-            m.d.sync += prev.eq(cur)
-            with m.If(i.payload.last):
+            with m.If(last):
                 m.d.sync += [beat.eq(0), tag1.eq(0), tag2.eq(0)]
             with m.Elif(beat != 7):
                 m.d.sync += beat.eq(beat + 1)
 
-        # The verdict's field checks are registered on the beat before the deciding one (beat 4 untagged or
-        # with one tag, beat 5 with two), from `hdr` and that beat, so the deciding beat only combines
-        # registered flags (plus, with one tag, the port and UDP length that arrive in the deciding beat).
+        # The header's last word arrives the beat before the deciding one (beat 4 untagged or with one tag,
+        # beat 5 with two). On that beat the whole sum (csum + bw + that beat's words) is registered, and so
+        # are the field checks, from `hdr` and that beat: the deciding beat only combines registered flags
+        # (plus, with one tag, the port and UDP length that arrive in the deciding beat).
         def fb(t, n):
             """Frame byte ``n`` of variant ``t`` (tags) on its pre-decision beat."""
             p = 5 if t == 2 else 4
@@ -213,10 +223,8 @@ class UDPReceiver(wiring.Component):
                                      "r_not_ours_q"))
         tl20_q = Signal(16)                                # IPv4 total length - 20 (one tag: UDP length check)
         tl20_le8_q = Signal()
-        plen_q = Signal(16)                                # payload length (total length - 28)
-        plen_le8_q = Signal()
-        plen_mask_q = Signal(BYTES)                        # keep_mask(min(payload length, 8))
-        plen_m8_mask_q = Signal(BYTES)                     # keep_mask(clamp(payload length - 8, 0, 8))
+        first_mask_q = Signal(BYTES)                       # payload lanes of the deciding beat
+        first_end_q = Signal()                             # the payload ends in the deciding beat
         variants = {}
         for t in range(MAX_TAGS + 1):
             ethertype = fbe(t, 12, 2)
@@ -225,13 +233,14 @@ class UDPReceiver(wiring.Component):
             flags_fragment = fbe(t, 20, 2)
             protocol = fbe(t, 23, 1)
             checksum = fbe(t, 24, 2)
+            last_beat = max(words[t])
             v = {
                 "not_udp": (ethertype != 0x0800) | (vihl[4:8] != 4) | (protocol != 17),
                 "unsupported": (vihl[0:4] != 5) | flags_fragment[13] | (flags_fragment[:13] != 0),
                 "zero_csum": checksum == 0,
                 "tl20": (total_length - 20)[:16],
-                "plen": (total_length - 28)[:16],
                 "total_length": total_length,
+                "hsum": csa_sum([csum[t], bw[t]] + [lane_be16(n) for n in words[t][last_beat]]),
             }
             vid = Cat(fb(t, 11 + 4 * t), fb(t, 10 + 4 * t)[:4]) if t else 0
             not_ours = ((self.match_ip & (fbe(t, 30, 4) != self.dst_ip)) |
@@ -246,23 +255,30 @@ class UDPReceiver(wiring.Component):
             v["not_ours"] = not_ours
             variants[t] = v
 
-        def load(v):
-            tl = v["total_length"]                         # compares on it, not on the differences
-            p3 = (tl[:3] + 4)[:3]                          # (total length - 28) mod 8
+        def load(t):
+            v = variants[t]
+            tl = v["total_length"]                         # compares on it, not on differences
+            # The payload starts at lane s of the deciding beat and ends (exclusive) at offset tl - c from
+            # its lane 0: untagged 14 + tl - 40, one tag 18 + tl - 40, two tags 22 + tl - 48.
+            s, c = (6, 22) if t == 1 else (2, 26)
+            lane3 = (tl[:3] + (-c % 8))[:3]                # (tl - c) mod 8
             return [r_not_udp_q.eq(v["not_udp"]), r_unsupported_q.eq(v["unsupported"]),
                     r_zero_csum_q.eq(v["zero_csum"]), r_bad_length_q.eq(v["bad_length"]),
                     r_not_ours_q.eq(v["not_ours"]), tl20_q.eq(v["tl20"]), tl20_le8_q.eq(tl <= 28),
-                    plen_q.eq(v["plen"]), plen_le8_q.eq(tl <= 36),
-                    plen_mask_q.eq(Mux(tl >= 36, 0xFF, keep_mask(p3))),
-                    plen_m8_mask_q.eq(Mux(tl >= 44, 0xFF, Mux(tl < 36, 0, keep_mask(p3))))]
+                    hsum_q.eq(v["hsum"]),
+                    first_mask_q.eq(Mux(tl >= c + 8, 0xFF, keep_mask(lane3)) & ~keep_mask(s)),
+                    first_end_q.eq(tl <= c + 8),
+                    rem.eq((tl - (c + 8))[:16]), rem_le8.eq(tl <= c + 16),
+                    rem_mask.eq(Mux(tl >= c + 16, 0xFF, Mux(tl <= c + 8, 0, keep_mask(lane3)))),
+                    rm8_mask.eq(Mux(tl >= c + 24, 0xFF, Mux(tl <= c + 16, 0, keep_mask(lane3))))]
 
         with m.If(take & (beat == 4) & ~tag2):
             with m.If(tag1):
-                m.d.sync += load(variants[1])
+                m.d.sync += load(1)
             with m.Else():
-                m.d.sync += load(variants[0])
+                m.d.sync += load(0)
         with m.If(take & (beat == 5) & tag2):
-            m.d.sync += load(variants[2])
+            m.d.sync += load(2)
 
         def sum_ok(s):
             # fold(s) == 0xFFFF for a sum of ten words (s < 2**20): s[:16] == 0xFFFF - s[16:], a pure compare.
@@ -272,136 +288,71 @@ class UDPReceiver(wiring.Component):
         one_tag = tag1 & ~tag2
         port_now = Cat(cur.word_select(1, 8), cur.word_select(0, 8))
         ulen_now = Cat(cur.word_select(3, 8), cur.word_select(2, 8))
-        r_not_udp = r_not_udp_q
-        r_unsupported = r_unsupported_q
-        hsum = [(csum[t] + bw[t])[:20] for t in range(MAX_TAGS + 1)]
-        r_bad_checksum = (~Mux(tag2, sum_ok(hsum[2]), Mux(tag1, sum_ok(hsum[1]), sum_ok(hsum[0]))) &
-                          ~(self.zero_checksum_ok & r_zero_csum_q))
+        r_bad_checksum = ~sum_ok(hsum_q) & ~(self.zero_checksum_ok & r_zero_csum_q)
         r_bad_length = Mux(one_tag, (ulen_now != tl20_q) | tl20_le8_q, r_bad_length_q)
         r_not_ours = r_not_ours_q | (one_tag & self.match_port & (port_now != self.dst_port))
+        hdr_ok = ~(r_not_udp_q | r_unsupported_q | r_bad_checksum | r_bad_length | r_not_ours)
 
-        # Lanes of the header's last beat that still belong to the header.
-        skip = Signal(range(8))
-        m.d.comb += skip.eq(Mux(tag1 & ~tag2, 6, 2))
         dbeat = Mux(tag2, 6, 5)                            # the beat holding the header's last byte
-        inc = {name: Signal(name=f"inc_{name}") for name in UDP_COUNTERS}
-        truncated = take & i.payload.last & ((beat < 5) | ((beat == 5) & (tag2 | (avail < skip))) |
-                                             ((beat == 6) & tag2 & (avail < 2)))
+        ev = {name: Signal(name=f"ev_{name}") for name in UDP_COUNTERS}
+        truncated = take & last & ((beat < dbeat) | ((beat == dbeat) & ~Mux(one_tag, kp[5], kp[1])))
         decide = take & (beat == dbeat) & ~truncated
-        m.d.comb += inc["truncated"].eq(truncated)
+        m.d.comb += ev["truncated"].eq(truncated)
 
-        # Output beat, loaded into o_stream's register when `emit`.
+        # Output: the input beats, not realigned, `keep` cleared outside the payload. The deciding beat
+        # carries the payload's first lanes (2..7; 6..7 with one tag), emitted in the same cycle.
         emit = Signal()
-        e_data = Signal(64)
         e_keep = Signal(BYTES)
         e_last = Signal()
-        e_ok = Signal()
-        e_short = Signal()
+        m.d.comb += [e_keep.eq(kp & Mux(emitting, Mux(rem_le8, rem_mask, 0xFF), first_mask_q)),
+                     e_last.eq(last | Mux(emitting, rem_le8, first_end_q))]
+        bad_len_now = Signal()                             # the frame ended before its payload (bad_length)
 
-        plen = plen_q
-        # keep of the payload lanes of the deciding beat (lanes skip..), moved to lane 0; likewise, on a
-        # payload beat, of the lanes past the joined ones (the flush beat's share of a final beat).
-        tail_mask = Signal(BYTES)
-        m.d.comb += tail_mask.eq(Mux(shift6, i.payload.keep >> 6, i.payload.keep >> 2))
-        pb_mask = Signal(BYTES)
-        m.d.comb += pb_mask.eq(Mux(tag1 & ~tag2, i.payload.keep >> 6, i.payload.keep >> 2))
-
-        # The deciding beat starts an acceptable frame (all checks but the header checksum, which needs the
-        # last header word); the whole verdict is registered and counted the next cycle, when a bad checksum
-        # also cancels the frame (`kill`) before anything of it has been emitted: the first payload output
-        # beat is loaded one cycle after the deciding beat at the earliest.
-        dec_q = Signal()
-        v_not_udp, v_unsupported, v_bad_checksum, v_bad_length, v_not_ours, v_empty = (
-            Signal(name=n) for n in ("v_not_udp", "v_unsupported", "v_bad_checksum", "v_bad_length",
-                                     "v_not_ours", "v_empty"))
-        m.d.sync += dec_q.eq(decide)
         with m.If(decide):
-            m.d.sync += [v_not_udp.eq(r_not_udp), v_unsupported.eq(r_unsupported), v_bad_checksum.eq(r_bad_checksum),
-                         v_bad_length.eq(r_bad_length), v_not_ours.eq(r_not_ours),
-                         v_empty.eq(i.payload.last & (pb_mask == 0))]
-            with m.If(~(r_not_udp | r_unsupported | r_bad_length | r_not_ours)):
-                m.d.sync += shift6.eq(tag1 & ~tag2)
-                with m.If(~i.payload.last):
-                    m.d.sync += [emitting.eq(1), rem.eq(plen), rm8_mask.eq(plen_m8_mask_q),
-                                 rem_mask.eq(plen_mask_q), rem_le8.eq(plen_le8_q)]
-                with m.Elif(pb_mask != 0):
-                    m.d.sync += [
-                        flush.eq(1),
-                        flush_mask.eq(plen_mask_q & pb_mask),
-                        flush_short.eq((plen_mask_q & ~pb_mask) != 0),
-                    ]
-        kill = Signal()
-        m.d.comb += kill.eq(dec_q & v_bad_checksum & ~v_not_udp & ~v_unsupported)
-        with m.If(dec_q):
-            with m.If(v_not_udp):
-                m.d.comb += inc["not_udp"].eq(1)
-            with m.Elif(v_unsupported):
-                m.d.comb += inc["unsupported"].eq(1)
-            with m.Elif(v_bad_checksum):
-                m.d.comb += inc["bad_checksum"].eq(1)
-            with m.Elif(v_bad_length):
-                m.d.comb += inc["bad_length"].eq(1)
-            with m.Elif(v_not_ours):
-                m.d.comb += inc["not_ours"].eq(1)
-            with m.Elif(v_empty):
-                m.d.comb += inc["bad_length"].eq(1)
-
-        # Payload beats (after the deciding beat). `kept` bytes of `prev` (lanes 8-kept..7) lead each
-        # output beat; the current beat's first 8-kept lanes complete it.
-        kept = Mux(shift6, 2, 6)
-        ba_mask = Signal(BYTES)                           # keep of the bytes available for this output beat
-        m.d.comb += ba_mask.eq(Mux(i.payload.last, Mux(shift6, Cat(Const(0b11, 2), i.payload.keep),
-                                                       Cat(Const(0x3F, 6), i.payload.keep))[:BYTES], 0xFF))
-        joined = Mux(shift6, Cat(prev[48:], cur[:48]), Cat(prev[16:], cur[:16]))
-        with m.If(take & emitting & ~kill):
-            m.d.comb += [emit.eq(1), e_data.eq(joined)]
-            with m.If(rem_le8 & ((rem_mask & ~ba_mask) == 0)):
-                m.d.comb += [e_keep.eq(rem_mask), e_last.eq(1), e_ok.eq(1)]
-                m.d.sync += emitting.eq(0)
-            with m.Elif(i.payload.last & (tail_mask != 0)):
-                m.d.comb += e_keep.eq(0xFF)
-                m.d.sync += [
-                    emitting.eq(0),
-                    flush.eq(1),
-                    flush_mask.eq(rm8_mask & tail_mask),
-                    flush_short.eq((rm8_mask & ~tail_mask) != 0),
-                ]
-            with m.Elif(i.payload.last):
-                m.d.comb += [e_keep.eq(ba_mask), e_last.eq(1), e_short.eq(1)]
-                m.d.sync += emitting.eq(0)
+            with m.If(r_not_udp_q):
+                m.d.comb += ev["not_udp"].eq(1)
+            with m.Elif(r_unsupported_q):
+                m.d.comb += ev["unsupported"].eq(1)
+            with m.Elif(r_bad_checksum):
+                m.d.comb += ev["bad_checksum"].eq(1)
+            with m.Elif(r_bad_length):
+                m.d.comb += ev["bad_length"].eq(1)
+            with m.Elif(r_not_ours):
+                m.d.comb += ev["not_ours"].eq(1)
+            with m.Elif(first_end_q & ((first_mask_q & ~kp) == 0)):
+                m.d.comb += ev["ok"].eq(1)
+            with m.Elif(last):
+                m.d.comb += bad_len_now.eq(1)             # nothing or part of the payload came
             with m.Else():
-                m.d.comb += e_keep.eq(0xFF)
+                m.d.sync += emitting.eq(1)
+        m.d.comb += emit.eq(decide & hdr_ok & Mux(one_tag, kp[6], kp[2]))
+
+        with m.If(take & emitting):
+            m.d.comb += emit.eq(1)
+            with m.If(rem_le8):
+                m.d.sync += emitting.eq(0)
+                with m.If((rem_mask & ~kp) == 0):
+                    m.d.comb += ev["ok"].eq(1)
+                with m.Else():
+                    m.d.comb += bad_len_now.eq(1)
+            with m.Elif(last):
+                m.d.sync += emitting.eq(0)
+                m.d.comb += bad_len_now.eq(1)
+            with m.Else():
                 m.d.sync += [rem.eq(rem - 8), rem_mask.eq(rm8_mask), rem_le8.eq(rem <= 16),
                              rm8_mask.eq(Mux(rem >= 24, 0xFF, Mux(rem < 16, 0, keep_mask(rem[:3]))))]
 
-        # A flush beat never coincides with a payload beat: it follows a frame's final beat, and the
-        # input beat accepted alongside it is the next frame's first (header) beat.
-        with m.If(flush & can_load & ~kill):
-            m.d.comb += [
-                emit.eq(1), e_data.eq(Mux(shift6, prev[48:], prev[16:])), e_keep.eq(flush_mask), e_last.eq(1),
-                e_ok.eq(~flush_short), e_short.eq(flush_short),
-            ]
-            m.d.sync += flush.eq(0)
-
-        with m.If(kill):
-            m.d.sync += [emitting.eq(0), flush.eq(0)]
-
-        m.d.comb += inc["ok"].eq(e_ok)
-
-        with m.If(emit):
+        # The output register is loaded whenever it is free; only `valid` depends on the verdict.
+        with m.If(can_load):
             m.d.sync += [
-                o.valid.eq(1),
-                o.payload.data.eq(e_data),
+                o.valid.eq(emit),
+                o.payload.data.eq(cur),
                 o.payload.keep.eq(e_keep),
                 o.payload.last.eq(e_last),
             ]
-        with m.Elif(o.ready):
-            m.d.sync += o.valid.eq(0)
 
+        # At most one event per cycle (each input beat belongs to one frame): counted a cycle later.
         for name in UDP_COUNTERS:
-            counter = getattr(self.counters, name)
-            # A short payload (e_short) and a header verdict never fall in one cycle (see the flush note).
-            bump = inc[name] | e_short if name == "bad_length" else inc[name]
-            with m.If(bump):
-                m.d.sync += counter.eq(counter + 1)
+            event = ev[name] | bad_len_now if name == "bad_length" else ev[name]
+            count(m, getattr(self.counters, name), event, name=f"inc_{name}")
         return m

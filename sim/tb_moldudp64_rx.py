@@ -10,13 +10,17 @@ import random
 import struct
 
 import cocotb
+from cocotbext.axi import AxiStreamFrame
 
 from tickgate.fpga.moldudp64_rx import LATENCY, LATENCY_MAX, MIN_MESSAGE, MOLD_COUNTERS
 from tickgate.sim.tb import StreamTB
 
 MATRIX = dict(idle=[False, True], backpressure=[False, True])
-#: Cycles from a packet's first input beat to its first output beat (input beat 2, lanes 4..7), no stalls.
-FIRST_BEAT_LATENCY = 3
+#: Lanes a packet's first byte may arrive in (UDPReceiver's output: untagged or two VLAN tags, one tag).
+START_LANES = (2, 6)
+#: Cycles from a packet's first input beat to its first output beat (the deciding beat: beat 2 from lane 2,
+#: lanes 6..7; beat 3 from lane 6, lanes 2..7), no stalls, by start lane.
+FIRST_BEAT_LATENCY = {2: 3, 6: 4}
 MASK64 = (1 << 64) - 1
 
 
@@ -147,6 +151,7 @@ def session_packets(rng, session: bytes, first: int, n: int, max_count=6):
 
 async def setup(dut, idle, backpressure, seed=1):
     tb = StreamTB(dut)
+    tb.sent_lanes = []                      # start lane of every packet sent
     tb.set_inputs(gap_clear=0)
     tb.configure(idle, backpressure, seed)
     await tb.reset()
@@ -163,12 +168,22 @@ def status(dut) -> dict:
     }
 
 
-async def check(tb, model: MoldModel, pkts):
-    """Send ``pkts``, compare the output, counters and status with ``model`` fed the same packets."""
+async def send(tb, pkt: bytes, lane: int | None = None):
+    """Send one packet starting at ``lane`` of its first beat (the lanes below it not kept); by default the
+    START_LANES in turn."""
+    if lane is None:
+        lane = START_LANES[len(tb.sent_lanes) % len(START_LANES)]
+    tb.sent_lanes.append(lane)
+    await tb.source.send(AxiStreamFrame(bytes(lane) + pkt, tkeep=[0] * lane + [1] * len(pkt)))
+
+
+async def check(tb, model: MoldModel, pkts, lanes=None):
+    """Send ``pkts`` (at ``lanes``, default START_LANES in turn), compare the output, counters and status
+    with ``model`` fed the same packets."""
     before = len(model.out)
-    for p in pkts:
+    for k, p in enumerate(pkts):
         model.feed(p)
-        await tb.source.send(p)
+        await send(tb, p, None if lanes is None else lanes[k])
     want = model.out[before:]
     got = await tb.recv_all(len(want))
     await tb.drain()
@@ -293,26 +308,30 @@ async def test_malformed(dut, idle, backpressure):
 @cocotb.test()
 @cocotb.parametrize(**MATRIX)
 async def test_latency(dut, idle, backpressure):
-    """Without stalls, output beat k of a packet (input beat 2 + k, not realigned) is accepted exactly 3 + k
-    cycles after its first input beat."""
+    """Without stalls, output beat k of a packet (its deciding beat + k, not realigned) is accepted exactly
+    FIRST_BEAT_LATENCY[start lane] + k cycles after its first input beat, at both start lanes and every
+    area length mod 8."""
     tb = await setup(dut, idle, backpressure)
     rng = random.Random(5)
     s = b"LATENCY001"
     pkts, seq = [], 1
     for length in (7, 8, 9, 10, 11, 12, 13, 14, 30, 200):
-        pkts.append(packet(s, seq, [bytes(rng.randrange(256) for _ in range(length))]))
-        seq += 1
+        for _ in START_LANES:
+            pkts.append(packet(s, seq, [bytes(rng.randrange(256) for _ in range(length))]))
+            seq += 1
     model = MoldModel()
     await check(tb, model, pkts)
     if idle or backpressure:
         return
     outs = iter(tb.beats_out)
-    for pkt, start in zip(pkts, tb.frames_in):
-        n = (len(pkt) + 7) // 8 - 2
+    for pkt, start, lane in zip(pkts, tb.frames_in, tb.sent_lanes):
+        d = (lane + 20) // 8                              # the deciding beat
+        n = (lane + len(pkt) + 7) // 8 - d
         for k in range(n):
             cycle, last = next(outs)
-            assert cycle - start == FIRST_BEAT_LATENCY + k, (len(pkt), k, cycle - start)
+            assert cycle - start == FIRST_BEAT_LATENCY[lane] + k, (lane, len(pkt), k, cycle - start)
             assert last == (k == n - 1)
+    assert set(tb.sent_lanes) == set(START_LANES)
     assert_last_byte_latency(tb, pkts)
 
 
@@ -339,22 +358,24 @@ async def test_random(dut, idle, backpressure):
 
 def assert_last_byte_latency(tb, pkts):
     """Every output beat is its input beat (not realigned), accepted LATENCY = 1 cycle after it, so the beat
-    holding each forwarded packet's last byte too; whole packets' beat k at 3 + k. For a run without stalls."""
+    holding each forwarded packet's last byte too; whole packets' beat k at FIRST_BEAT_LATENCY + k. For a run
+    without stalls."""
+    assert LATENCY_MAX == LATENCY
     model = MoldModel()
     outs, ins = iter(tb.beats_out), iter(tb.beats_in)
-    for pkt, start in zip(pkts, tb.frames_in):
-        beats = [next(ins)[0] for _ in range((len(pkt) + 7) // 8)]
+    for pkt, start, lane in zip(pkts, tb.frames_in, tb.sent_lanes):
+        beats = [next(ins)[0] for _ in range((lane + len(pkt) + 7) // 8)]
         before = len(model.out)
         model.feed(pkt)
         if len(model.out) == before:
             continue
         area = model.out[-1][1]
-        first = (len(pkt) - len(area)) // 8             # input beat holding the area's first byte
+        first = (lane + len(pkt) - len(area)) // 8      # input beat holding the area's first byte
         cycles = [next(outs)[0] for _ in range(len(beats) - first)]
         if len(area) == len(pkt) - 20:
-            assert cycles == [start + FIRST_BEAT_LATENCY + k for k in range(len(cycles))], (cycles, start)
+            assert cycles == [start + FIRST_BEAT_LATENCY[lane] + k for k in range(len(cycles))], (cycles, start)
         assert [c - b for c, b in zip(cycles, beats[first:])] == [LATENCY] * len(cycles), (len(pkt), len(area))
-        assert LATENCY_MAX == LATENCY
+    assert next(outs, None) is None, "more output beats than forwarded beats"
 
 
 @cocotb.test()
@@ -393,9 +414,11 @@ async def test_partial_overlap(dut, idle, backpressure):
         seq += len(msgs)
     pkts.append(packet(s, seq, random_messages(rng, 2)))
     model = MoldModel()
-    await check(tb, model, pkts)
+    # each packet pair at one start lane, the pairs alternating between them
+    await check(tb, model, pkts, lanes=[START_LANES[(k // 2) % 2] for k in range(len(pkts))])
     assert model.counts["overlap"] == 40 and model.counts["gap"] == 0 and model.counts["count_error"] == 0
-    lanes = {(len(p) - len(a)) % 8 for (_, a), p in zip(model.out[1::2], pkts[1::2])}
+    lanes = {(lane + len(p) - len(a)) % 8
+             for (_, a), p, lane in zip(model.out[1::2], pkts[1::2], tb.sent_lanes[1::2])}
     assert lanes == set(range(8)), lanes
     if not idle and not backpressure:
         assert_last_byte_latency(tb, pkts)

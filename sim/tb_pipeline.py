@@ -16,11 +16,15 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSource
 
-from tickgate.fpga.market_data import LATENCY_BY_LANE
+from tickgate.fpga.market_data import LATENCY
 from tickgate.model.replay import ModelReplay
 from tickgate.wire import moldudp64, net
 
 from .tb import idle_pattern, random_pattern
+from .tb_udp_rx import udp_frame
+
+#: VLAN tags of the frames, in turn: untagged, one 802.1Q tag (as the live captures), 802.1ad + 802.1Q.
+VLANS = ((), (141,), (100, 142))
 
 TOB_FIELDS = (("seq", 0, 32), ("locate", 32, 16), ("bid_px", 48, 32), ("bid_sz", 80, 32), ("ask_px", 112, 32),
               ("ask_sz", 144, 32))
@@ -33,15 +37,17 @@ def _messages(n, seed, symbols=4):
 
 
 def frames_for(messages, first_seq=1, max_payload=300):
-    """(frames, [(frame index, offset of last byte)] per message) via MoldUDP64 + scapy."""
+    """(frames, [(frame index, frame offset of last byte, VLAN tags)] per message) via MoldUDP64 + scapy; the
+    frames take the VLAN tag counts of VLANS in turn."""
     frames, where = [], []
     for packet in moldudp64.pack_messages(messages, SESSION, first_seq, max_payload=max_payload):
         fi = len(frames)
-        off = 42 + 20
+        vlans = VLANS[fi % len(VLANS)]
+        off = 42 + 4 * len(vlans) + 20
         for m in packet.messages:
             off += 2 + len(m)
-            where.append((fi, off - 1))
-        frames.append(net.udp_frame(packet.encode()))
+            where.append((fi, off - 1, len(vlans)))
+        frames.append(udp_frame(packet.encode(), vlans=vlans))
     return frames, where
 
 
@@ -167,11 +173,15 @@ async def _run_clean(dut, idle, backpressure, seed):
         base += (len(f) + 7) // 8
     if not idle and not backpressure:
         assert tb.applied, "the book has no applied strobe"
-        for seq, (fi, end) in enumerate(where, 1):
+        seen, wrong = set(), []
+        for seq, (fi, end, tags) in enumerate(where, 1):
             accept = tb.beats_in[first_beat[fi] + end // 8]
-            want = LATENCY_BY_LANE[end % 8]
             got = tb.applied[seq] - accept
-            assert got == want, f"message {seq} ({chr(messages[seq - 1][0])}, lane {end % 8}): latency {got}, want {want}"
+            if got != LATENCY:
+                wrong.append(f"message {seq} ({chr(messages[seq - 1][0])}, {tags} tags, frame byte {end}): {got}")
+            seen.add((tags, end % 8))
+        assert not wrong, f"{len(wrong)} messages not at latency {LATENCY}: {wrong[:20]}"
+        assert seen == {(len(v), lane) for v in VLANS for lane in range(8)}, "a tag count / lane not exercised"
         for r in tb.rows:
             assert tb.applied[r[1]] == r[0], "TopOfBook and applied disagree"
     return tb
