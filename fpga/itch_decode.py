@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..wire import itch
 from .book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
+from .counters import count
 
 __all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY"]
 
@@ -76,7 +77,9 @@ class ItchDecoder(wiring.Component):
     aligned. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
 
     Latency: :data:`LATENCY` = 1 cycle (one register stage). Rate: one message per cycle; the stage holds
-    while ``o_stream`` is not ready (``i_stream.ready = ~o_stream.valid | o_stream.ready``).
+    while ``o_stream`` is not ready (``i_stream.ready = ~o_stream.valid | o_stream.ready``). The counter
+    increments are registered (counters lag their message by two cycles), so the type decode drives only
+    the BookOp register and one flip-flop per counter.
     """
 
     def __init__(self, *, counter_width: int = 32):
@@ -95,19 +98,19 @@ class ItchDecoder(wiring.Component):
         i, o = self.i_stream, self.o_stream
         msg = i.payload.bytes
 
-        op = Signal(BookOp)
-        m.d.comb += [
-            op.seq.eq(i.payload.seq),
-            op.locate.eq(big_endian(msg, itch.HEADER, "stock_locate")),
-        ]
+        # `op` (kind and the table's fields; seq and locate go to the register directly) is driven by the one
+        # process below alone: a signal driven partly by a process and partly by plain connections comes out
+        # of Yosys' write_verilog as per-slice `always @*` blocks without a time-0 trigger (X on Icarus).
+        op = Signal(data.StructLayout({name: f.shape for name, f in data.Layout.cast(BookOp)
+                                       if name not in ("seq", "locate")}))
         known = Signal()
         well_formed = Signal()
-        type_index = Signal(range(len(TYPE_CODES)))
+        hit = Signal(len(TYPE_CODES))                     # one-hot: the message's type
         with m.Switch(big_endian(msg, itch.HEADER, "message_type")):
             for n, code in enumerate(TYPE_CODES):
                 layout = itch.LAYOUTS[code]
                 with m.Case(ord(code)):
-                    m.d.comb += [known.eq(1), type_index.eq(n),
+                    m.d.comb += [known.eq(1), hit[n].eq(1),
                                  well_formed.eq(i.payload.length == layout.size)]
                     kind, fields = OPS.get(code, (BookOpKind.OTHER, {}))
                     with m.If(well_formed):
@@ -119,18 +122,18 @@ class ItchDecoder(wiring.Component):
                             m.d.comb += getattr(op, op_field).eq(value)
         # Unknown types keep kind OTHER (0) and the other fields 0.
 
+        take = i.valid & i.ready
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
         m.d.comb += i.ready.eq(~o.valid | o.ready)
-        with m.If(i.valid & i.ready):
-            m.d.sync += [o.valid.eq(1), o.payload.eq(op)]
-            with m.If(~known):
-                m.d.sync += self.unknown.eq(self.unknown + 1)
-            with m.Elif(~well_formed):
-                m.d.sync += self.malformed.eq(self.malformed + 1)
-            with m.Else():
-                with m.Switch(type_index):
-                    for n in range(len(TYPE_CODES)):
-                        with m.Case(n):
-                            m.d.sync += self.counts[n].eq(self.counts[n] + 1)
+        with m.If(take):
+            m.d.sync += [o.valid.eq(1), o.payload.seq.eq(i.payload.seq),
+                         o.payload.locate.eq(big_endian(msg, itch.HEADER, "stock_locate"))]
+            m.d.sync += [getattr(o.payload, name).eq(getattr(op, name)) for name, _ in op.shape()]
+
+        # Counters: increments registered (only the BookOp register sits behind the type decode).
+        count(m, self.unknown, take & ~known, name="inc_unknown")
+        count(m, self.malformed, take & known & ~well_formed, name="inc_malformed")
+        for n, code in enumerate(TYPE_CODES):
+            count(m, self.counts[n], take & well_formed & hit[n], name=f"inc_{code}")
         return m

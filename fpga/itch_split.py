@@ -8,6 +8,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .book_records import MAX_ITCH_LEN, ItchMessage
+from .counters import count
 from .stream import BYTES, ByteStream, popcount_keep
 
 __all__ = ["ItchSplitter", "LATENCY"]
@@ -190,16 +191,15 @@ class ItchSplitter(wiring.Component):
             m.d.sync += o.valid.eq(0)
 
         # Counter increments are registered and added a cycle later (off the parsing paths).
-        inc_truncated, inc_zero, inc_oversize = Signal(), Signal(), Signal()
-        m.d.sync += [inc_truncated.eq(0), inc_zero.eq(0), inc_oversize.eq(0),
-                     self.truncated.eq(self.truncated + inc_truncated),
-                     self.zero_length.eq(self.zero_length + inc_zero),
-                     self.oversize.eq(self.oversize + inc_oversize)]
+        ev_truncated, ev_zero, ev_oversize = Signal(), Signal(), Signal()
+        count(m, self.truncated, ev_truncated, name="inc_truncated")
+        count(m, self.zero_length, ev_zero, name="inc_zero")
+        count(m, self.oversize, ev_oversize, name="inc_oversize")
 
-        def packet_end(truncated):
+        def packet_end():
             """The beat is the packet's last (and is consumed): count a truncation (the restart at the next
             packet is done below for every consumed last beat)."""
-            return [inc_truncated.eq(1)] if truncated is not None else []
+            m.d.comb += ev_truncated.eq(1)
 
         with m.If(go):
             m.d.sync += sop.eq(last & ~stall)
@@ -212,10 +212,10 @@ class ItchSplitter(wiring.Component):
                         with m.If(jh[n]):
                             m.d.sync += buf[n].eq(w)
                 with m.If(last):
-                    m.d.sync += packet_end(1)
+                    packet_end()
             with m.Elif(in_msg & ~endvalid):
                 # The packet ended before the message did.
-                m.d.sync += packet_end(1)
+                packet_end()
             with m.Else():
                 with m.If(in_msg & (phase == _Phase.BODY)):
                     m.d.sync += [
@@ -236,18 +236,20 @@ class ItchSplitter(wiring.Component):
                 with m.Elif(o_lo):
                     m.d.sync += phase.eq(_Phase.LEN_LO)
                     with m.If(last):
-                        m.d.sync += packet_end(1)
+                        packet_end()
                 with m.Elif(o_zero):
-                    m.d.sync += [phase.eq(_Phase.LEN_HI), inc_zero.eq(1), qh.eq(Mux(n_zmore, n_znext, 1))]
+                    m.d.sync += [phase.eq(_Phase.LEN_HI), qh.eq(Mux(n_zmore, n_znext, 1))]
+                    m.d.comb += ev_zero.eq(1)
                 with m.Elif(o_long):
-                    m.d.sync += [phase.eq(_Phase.SKIP), qh.eq(qh_new), inc_oversize.eq(1)]
+                    m.d.sync += [phase.eq(_Phase.SKIP), qh.eq(qh_new)]
+                    m.d.comb += ev_oversize.eq(1)
                     with m.If(last):
-                        m.d.sync += packet_end(1)
+                        packet_end()
                 with m.Else():
                     # A message; with n_d0 it lies wholly in this beat and is emitted next cycle from it (held).
                     m.d.sync += [phase.eq(_Phase.BODY), qh.eq(qh_new)]
                     with m.If(last & ~n_d0):
-                        m.d.sync += packet_end(1)
+                        packet_end()
             # Every consumed last beat ends the packet (a held beat is parsed again next cycle).
             with m.If(last & ~stall):
                 m.d.sync += phase.eq(_Phase.LEN_HI)
