@@ -1,7 +1,8 @@
 """MarketDataPipeline: structure, and the end-to-end cocotb suite (sim/tb_pipeline.py) on Verilator and Icarus.
 
-The suite sends scapy-built frames through the whole pipeline (with and without idle cycles and
-backpressure), asserts the exact end-to-end latency of every message, and sends bad input (truncated frames,
+The suite sends scapy-built frames (untagged, one and two VLAN tags in turn) through the whole pipeline (with
+and without idle cycles and backpressure), asserts the exact end-to-end latency of every message (one figure,
+``market_data.LATENCY``, at every frame lane and tag count), and sends bad input (truncated frames,
 a bad IPv4 checksum, a MoldUDP64 count mismatch, an unknown type, a zero-length message, a gap, a duplicate)
 followed by a good sequence whose rows must equal the model's.
 """
@@ -36,6 +37,20 @@ def test_ports():
     p = top.pipeline
     p._MustUse__silence = True
     assert isinstance(p, MarketDataPipeline)
+
+
+def test_latency_is_uniform():
+    """The stated end-to-end latency is one figure, the blocks' sum: each front-end block forwards every byte
+    one cycle after its input beat (no realignment, no flush beat), so the front end adds 4 to the book."""
+    from tickgate.fpga import itch_decode, itch_split, market_data, moldudp64_rx, udp_rx
+    from tickgate.fpga.order_book import MarketBook
+
+    for mod in (udp_rx, moldudp64_rx):
+        assert mod.LATENCY_MAX == mod.LATENCY == 1, mod.__name__
+    front = udp_rx.LATENCY + moldudp64_rx.LATENCY + itch_split.LATENCY + itch_decode.LATENCY
+    assert front == 4
+    assert market_data.LATENCY == front + MarketBook.LATENCY
+    assert market_data.LATENCY_BY_LANE == (market_data.LATENCY,) * 8
 
 
 @pytest.mark.rtl
