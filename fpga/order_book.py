@@ -11,7 +11,7 @@
   without a slot, encoded in 3 + 2 bits (codes outside ITCH's H/P/Q/T and 0/1/2 read back as ``?``).
 * an **order table**: ``capacity`` orders in ``ways`` block RAMs of ``capacity // ways`` buckets, indexed by
   an XOR fold of the 64-bit reference (:meth:`MarketBook.bucket_of`), matched by a full 64-bit tag
-  compare. Each entry holds the order's slot, side, price and shares left. An add that finds its bucket
+  compare. Each entry holds the order's locate, side, price and shares left. An add that finds its bucket
   full is dropped, counted (``table_full``) and flags its symbol ``degraded`` until reset.
 * **price levels**: per slot and side, the best ``depth`` (K) levels as a sorted array of (price, size),
   best first, with the side's overflow state and ``degraded`` bit, in one block-RAM word per (slot, side)
@@ -52,7 +52,7 @@ when it is exact again), plus the flagged row of a locate refused a slot. Flags:
 ``degraded`` the symbol's table-full flag (or a locate mismatch seen), ``out_of_window`` a side's best
 unknown.
 
-Latency and rate: :attr:`MarketBook.LATENCY` (6) cycles from the BookOp handshake to the TopOfBook record
+Latency and rate: :attr:`MarketBook.LATENCY` (7) cycles from the BookOp handshake to the TopOfBook record
 (valid on ``o_stream`` while it is ready) for every message, REPLACE included; ``applied``/
 ``applied_seq`` strobe at the same cycle for every message, row or not.
 
@@ -73,35 +73,43 @@ Pipeline (message taken at cycle 0; a REPLACE's add half, the "radd", runs one c
 table only, using the order-table read port the next message never needs):
 
 * 0: order-table read (the ref; a radd: the new ref), locate-table read. RAM outputs are registered (2).
-* 2: order stage A: forwarding (writes of the last two cycles, and a radd's write of this cycle, whose
-  data are registers), 64-bit tag compares, free way, decisions and counters, registered; locate-table
-  read-modify-write (slot allocation, H/Y codes: a one-cycle loop; the write reaches the RAM from registers
-  a cycle later, and the read forwards the last three writes); level read of both sides of the slot.
-* 3: order stage B: the order-table write; the level op (the hit entry's price/side/shares; for a REPLACE
+* 2: order stage P: every compare stage A needs, registered: per way, the RAM entry's tag against the ref
+  (and valid), its locate against the message's; the same for each write the read missed (made at 0, 1
+  and 2: their refs and locates are registers) and for the write the op at A makes at 3; which way each of
+  those wrote in this bucket. Locate-table read-modify-write (slot allocation for a valid add, H/Y codes: a
+  one-cycle loop; the write reaches the RAM from registers a cycle later, and the read forwards the last
+  three writes).
+* 3: order stage A: per way the newest of {RAM, the three missed writes, the write being made now} picks
+  its hit/valid/locate bits and its entry (all selects registers: no compare here); hit, free way, found,
+  decisions and counters, registered. Level read of both sides of the slot (address from a register).
+* 4: order stage B: the order-table write; the level op (the hit entry's price/side/shares; for a REPLACE
   also its add half, decided by the radd in stage A this cycle; a radd whose new ref shares the
   original's bucket sees the original's way as free and not matching).
-* 4: level stage A: the side's word from the RAM or from the last two level writes (selects registered at
-  3, in 4 copies each, as is the side select, to split their fanout over the word's bits), both prices
+* 5: level stage A: the side's word from the RAM or from the last two level writes (selects registered at
+  4, in 4 copies each, as is the side select, to split their fanout over the word's bits), both prices
   against the K entries (equality, the add price's order, the sizes), the new sizes of every entry and of
   the overflow precomputed, the other side's best and flags, all registered.
-* 5: level stage B: removal/insert positions (thermometer codes), the new array (a 4-way mux per entry),
+* 6: level stage B: removal/insert positions (thermometer codes), the new array (a 4-way mux per entry),
   overflow and bound, the row and whether it changed anything a row shows; registered into the last-write
-  register, which writes the RAM (and the lookup copy) at 6.
-* 6: record out.
+  register, which writes the RAM (and the lookup copy) at 7.
+* 7: record out.
 
-So the read-modify-write loops take 2 cycles (order table: A compare -> B write; levels: A compare ->
-B shift/add -> write register -> next A), which the 2-cycle spacing of book ops allows without stalls;
-every block-RAM output is registered and every forwarding select is a register. Output backpressure is
-absorbed by a FIFO (bypassed when empty); the input is held off only when the FIFO could overflow. After
-reset the block sweeps its memories to zero (input not ready) for :attr:`MarketBook.clear_cycles`.
+So the read-modify-write loops take 2 cycles (order table: A decide -> B write -> its compares at the
+next op's P; levels: A compare -> B shift/add -> write register -> next A), which the 2-cycle spacing of
+book ops allows without stalls; every block-RAM output is registered and every forwarding select is a
+register. A slot is allocated at P, before the order table says whether the add's ref is a duplicate: a
+duplicate add of a locate without a slot yet takes one (the model has no slots; no row differs). Output
+backpressure is absorbed by a FIFO (bypassed when empty); the input is held off only when the FIFO could
+overflow. After reset the block sweeps its memories to zero (input not ready) for
+:attr:`MarketBook.clear_cycles`.
 
 Timing: see docs/gateware.md and ``python benchmarks/bench_synth.py market_book`` (Yosys synth_ecp5 +
 nextpnr-ecp5, LFE5UM5G-85F CABGA381 speed 8, the default sizing).
 
 Lookup port: ``lookup.locate``/``lookup.valid`` in at cycle 0, ``lookup.result``/``lookup.result_valid``
 at cycle :attr:`MarketBook.LOOKUP_LATENCY` (4): BBO, the top ``lookup_depth`` levels of each side, trading
-state, Reg SHO, flags, per-side overflow; it reflects every message whose level write (stage 6) was made
-before its level read: a lookup issued at cycle c sees every message taken at c - 5 or earlier.
+state, Reg SHO, flags, per-side overflow; it reflects every message whose level write (stage 7) was made
+before its level read: a lookup issued at cycle c sees every message taken at c - 6 or earlier.
 """
 
 # No `from __future__ import annotations`: Amaranth reads the annotations as shapes.
@@ -110,6 +118,7 @@ from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .book_records import BookFlags, BookOp, BookOpKind, TopOfBook
+from .counters import count as count_event
 
 __all__ = ["BOOK_DEFAULTS", "COUNTERS", "LATENCY", "LOOKUP_LATENCY", "Level", "book_state", "LookupSignature", "CountersSignature",
            "MarketBook", "TRADING_STATES", "REG_SHO_ACTIONS"]
@@ -171,7 +180,7 @@ class CountersSignature(wiring.Signature):
 
 
 #: Cycles from a BookOp handshake to its TopOfBook record / ``applied`` strobe (every kind, REPLACE included).
-LATENCY = 6
+LATENCY = 7
 #: Cycles from a lookup request to its answer.
 LOOKUP_LATENCY = 4
 
@@ -410,9 +419,16 @@ class MarketBook(wiring.Component):
             b = self.bucket_of(ref)
             return b if isinstance(b, int) is False else Const(b, bbits)
 
-        entry_layout = data.StructLayout({
-            "valid": 1, "ref": 64, "slot": sbits, "buy": 1, "shares": 32, "price": 32,
+        lwid = max(1, lbits)
+        entry_layout = data.StructLayout({      # loc: the order's locate (for the locate-mismatch check)
+            "valid": 1, "ref": 64, "loc": lwid, "buy": 1, "shares": 32, "price": 32,
         })
+        body_layout = data.StructLayout({"buy": 1, "shares": 32, "price": 32})   # what a hit reads
+
+        def _body(e):
+            v = Signal(body_layout)
+            m.d.comb += [v.buy.eq(e.buy), v.shares.eq(e.shares), v.price.eq(e.price)]
+            return v
         loc_layout = data.StructLayout({"has": 1, "lost": 1, "slot": sbits, "state": 3, "sho": 2})
         side_layout = data.StructLayout({
             "lv": data.ArrayLayout(Level, K), "ovf": 48, "bound": 32, "degraded": 1,
@@ -428,9 +444,14 @@ class MarketBook(wiring.Component):
 
         counters = {name: getattr(self.counters, name) for name in COUNTERS}
 
+        # events are seen in the stages below and counted one cycle later (registered increment)
+        events = {name: Signal(name=f"ev_{name}") for name in COUNTERS}
+        for name in COUNTERS:
+            count_event(m, counters[name], events[name], name=f"inc_{name}")
+
         def count(name, cond=1):
             with m.If(cond):
-                m.d.sync += counters[name].eq(counters[name] + 1)
+                m.d.comb += events[name].eq(1)
 
         # ---- credits: the FIFO must take every row of every message in flight
         out_fifo = m.submodules.out_fifo = fifo.SyncFIFO(width=TopOfBook.as_shape().size,
@@ -472,153 +493,107 @@ class MarketBook(wiring.Component):
                     m.d.comb += u0.kind.eq(_UKind.SHO)
                 with m.Default():
                     m.d.comb += u0.kind.eq(_UKind.NOP)
-        u1, u2, u3, u4, u5 = (Signal(_UOp, name=f"u{i}") for i in range(1, 6))
-        m.d.sync += [u1.eq(u0), u2.eq(u1), u3.eq(u2), u4.eq(u3), u5.eq(u4)]
+        us = [u0] + [Signal(_UOp, name=f"u{i}") for i in range(1, 7)]
+        m.d.sync += [us[i].eq(us[i - 1]) for i in range(1, 7)]
+        u1, u2, u3, u4, u5, u6 = us[1:]
 
         # A REPLACE's add half (the "radd") looks its new reference up one cycle after the message, through
         # the order table only (a non-book message may be taken in that cycle: it reads the locate table).
-        ra_v = [Signal(name=f"ra_v{i}") for i in range(4)]          # ra_v[i]: radd at order stage i
-        ra_ref = [Signal(64, name=f"ra_ref{i}") for i in range(4)]
+        # Order-table stages: 0 read, 1 (RAM), 2 P (compares), 3 A (decisions), 4 B (write).
+        ra_v = [Signal(name=f"ra_v{i}") for i in range(5)]          # ra_v[i]: radd at order stage i
+        ra_ref = [Signal(64, name=f"ra_ref{i}") for i in range(5)]
         m.d.sync += [ra_v[0].eq(accept & (op.kind == BookOpKind.REPLACE) & (op.locate < NL)),
                      ra_ref[0].eq(op.new_ref)]
-        for i in range(1, 4):
+        for i in range(1, 5):
             m.d.sync += [ra_v[i].eq(ra_v[i - 1]), ra_ref[i].eq(ra_ref[i - 1])]
 
         rd_addr = Signal(bbits)
         m.d.comb += rd_addr.eq(Mux(ra_v[0], bucket(ra_ref[0]), bucket(op.ref)))   # not gated by accept
         way_raw = [w.read(rd_addr) for w in ways]
-        a1, a2 = Signal(bbits), Signal(bbits)
-        m.d.sync += [a1.eq(rd_addr), a2.eq(a1)]
-        ra_same = [Signal(name=f"ra_same{i}") for i in range(3)]   # new ref in the original's bucket
-        m.d.sync += [ra_same[1].eq(ra_v[0] & (bucket(ra_ref[0]) == a1)), ra_same[2].eq(ra_same[1])]
+        # an[k]: the bucket read k + 1 cycles ago (= the bucket of the op at order stage k + 1)
+        an = [Signal(bbits, name=f"a{k + 1}") for k in range(4)]
+        m.d.sync += [an[0].eq(rd_addr)] + [an[k].eq(an[k - 1]) for k in range(1, 4)]
         loc_rd = loctab.read(op.locate[:lbits] if lbits else 0)
 
-        # ---- order-table write history (writes happen at order stage B = stage 3 of their micro-op)
-        ow_en = Signal(W)                     # this cycle's write (stage B)
+        # the (ref, locate) each order-table op looks up and writes (a radd: the new ref, its REPLACE's
+        # locate), at stages P, A, B
+        kref = [Signal(64, name=f"kref_{s}") for s in "PAB"]
+        kloc = [Signal(lwid, name=f"kloc_{s}") for s in "PAB"]
+        m.d.sync += [kref[0].eq(Mux(ra_v[1], ra_ref[1], u1.ref)),
+                     kloc[0].eq(Mux(ra_v[1], u2.locate, u1.locate)[:lwid]),
+                     kref[1].eq(kref[0]), kloc[1].eq(kloc[0]), kref[2].eq(kref[1]), kloc[2].eq(kloc[1])]
+
+        # ---- order-table write stream (made at B) and its history: hn[k] is the write made k + 1 cycles ago
+        ow_en = Signal(W)
         ow_addr = Signal(bbits)
         ow_data = Signal(entry_layout)
-        h0_en, h1_en = Signal(W), Signal(W)
-        h0_addr, h1_addr = Signal(bbits), Signal(bbits)
-        h0_data, h1_data = Signal(entry_layout), Signal(entry_layout)
-        m.d.sync += [h0_en.eq(ow_en), h0_addr.eq(ow_addr), h0_data.eq(ow_data),
-                     h1_en.eq(h0_en), h1_addr.eq(h0_addr), h1_data.eq(h0_data)]
-        # forwarding selects, one cycle ahead: at stage A (cycle c) the read made at c-2 misses the writes
-        # of c-2 (h1) and c-1 (h0), and a radd's write at c (its data are registers)
-        s_h0, s_h1, s_c = Signal(), Signal(), Signal()
-        m.d.sync += [s_h0.eq(ow_addr == a1), s_h1.eq(h0_addr == a1),
-                     s_c.eq(ra_v[2] & (bucket(ra_ref[2]) == a1))]
+        hn = []
+        src = (ow_en, ow_addr, ow_data)
+        for k in range(3):
+            h = (Signal(W, name=f"oh{k}_en"), Signal(bbits, name=f"oh{k}_addr"),
+                 Signal(entry_layout, name=f"oh{k}_data"))
+            m.d.sync += [h[0].eq(src[0]), h[1].eq(src[1]), h[2].eq(src[2])]
+            hn.append(h)
+            src = h
 
-        # ---- order stage A (stage 2): tag compare and decisions; locate-table read-modify-write
-        ob_wwe = Signal(W)                    # the stage-B micro-op's way-write mask
-        radd_entry = Signal(entry_layout)     # what a radd in stage B writes (registers only)
-        way_m = []
+        # ---- order stage P (stage 2): every compare stage A needs, registered. A at cycle c uses the read
+        # made at c - 3, which misses the writes made at c - 3 (then hn[2]), c - 2 (hn[1]), c - 1 (hn[0]) and
+        # the one made at c by the op then at B (the op at A now). For each, and for each way's RAM value:
+        # does it hold the ref (valid), does it hold the locate, and which way it wrote.
+        ob_new = Signal()
+        p_raw_hit, p_raw_loc, p_raw_valid = Signal(W), Signal(W), Signal(W)
+        way_r = [Signal(body_layout, name=f"way{i}_r") for i in range(W)]
         for i in range(W):
-            v = Signal(entry_layout, name=f"way{i}_m")
-            m.d.comb += v.eq(way_raw[i])
-            with m.If(s_h1 & h1_en[i]):
-                m.d.comb += v.eq(h1_data)
-            with m.If(s_h0 & h0_en[i]):
-                m.d.comb += v.eq(h0_data)
-            with m.If(s_c & ra_v[3] & ob_wwe[i]):
-                m.d.comb += v.eq(radd_entry)
-            way_m.append(v)
+            r = way_raw[i]
+            m.d.sync += [p_raw_hit[i].eq(r.valid & (r.ref == kref[0])), p_raw_loc[i].eq(r.loc == kloc[0]),
+                         p_raw_valid[i].eq(r.valid), way_r[i].eq(_body(r))]
+        my_bkt = an[1]                                   # the P op's bucket
+        p_sel = [Signal(W, name=f"p_sel_h{k}") for k in range(3)]
+        p_hit = [Signal(name=f"p_hit_h{k}") for k in range(3)]
+        p_loc = [Signal(name=f"p_loc_h{k}") for k in range(3)]
+        # hn[0] at A was made at B during P: ow_*, whose ref/locate are B's key
+        cands = [(ow_en, ow_addr, ow_data.valid, kref[2], kloc[2]),
+                 (hn[0][0], hn[0][1], hn[0][2].valid, hn[0][2].ref, hn[0][2].loc),
+                 (hn[1][0], hn[1][1], hn[1][2].valid, hn[1][2].ref, hn[1][2].loc)]
+        for k, (en, addr, valid, ref, loc) in enumerate(cands):
+            m.d.sync += [p_sel[k].eq(Mux(addr == my_bkt, en, 0)), p_hit[k].eq(valid & (ref == kref[0])),
+                         p_loc[k].eq(loc == kloc[0])]
+        # the write made at A's own cycle (by the op now at A): same bucket, and its key
+        p_cur_same, p_cur_hit, p_cur_loc = Signal(), Signal(), Signal()
+        m.d.sync += [p_cur_same.eq(an[2] == my_bkt), p_cur_hit.eq(kref[1] == kref[0]),
+                     p_cur_loc.eq(kloc[1] == kloc[0])]
 
-        is_radd = ra_v[1 + 1]                 # radd in stage A
-        o_ref = Mux(is_radd, ra_ref[2], u2.ref)
-        corr = Signal(W)                      # a radd's own original, being deleted in this cycle
-        m.d.comb += corr.eq(Mux(is_radd & ra_same[2], ob_wwe, 0))
-        hits, frees = Signal(W), Signal(W)
-        for i, e in enumerate(way_m):
-            m.d.comb += [hits[i].eq(e.valid & (e.ref == o_ref) & ~corr[i]), frees[i].eq(~e.valid | corr[i])]
-        hit = hits.any()
-        hit_entry = Signal(entry_layout)
-        for i, e in enumerate(way_m):
-            with m.If(hits[i]):
-                m.d.comb += hit_entry.eq(e)
-        free_1h = Signal(W)
-        m.d.comb += free_1h.eq(frees & -frees)   # lowest free way
-
+        # P: locate-table read-modify-write (slot allocation for a valid add, H and Y codes). The add's slot
+        # is allocated before the order table says whether its ref is a duplicate (a duplicate add of a
+        # locate without a slot yet takes one; the model has no slots, so no row differs).
         alloc = Signal(range(S + 1))            # next free slot
-        mismatch_seen = Signal()                # sticky: an op named an order of another locate
-        rd_found = Signal()                     # the REPLACE one cycle ahead found its order
-        rd_buy = Signal()
-        rd_slot = Signal(sbits)
-
         loc_new = Signal(loc_layout)
         m.d.comb += loc_new.eq(loc_rd)
         loc_we = Signal()
         slot2 = Signal(sbits)                   # the message's slot (allocated now for a first add)
         has2 = Signal()
-        m.d.comb += [slot2.eq(Mux(loc_rd.has, loc_rd.slot, alloc[:sbits])), has2.eq(loc_rd.has & ~u2.oor)]
-        found_w = Signal(W)
-        for i, e in enumerate(way_m):
-            m.d.comb += found_w[i].eq(hits[i] & (e.slot == loc_rd.slot))
-        found = has2 & found_w.any()
-        valid_add = (u2.shares != 0) & (u2.price != 0)
+        can2 = Signal()                         # an ADD has a slot
+        lost_row = Signal()
+        m.d.comb += [slot2.eq(Mux(loc_rd.has, loc_rd.slot, alloc[:sbits])), has2.eq(loc_rd.has & ~u2.oor),
+                     can2.eq(loc_rd.has)]
 
         def valid_add_r(u):
             return (u.shares != 0) & (u.price != 0)
 
-        # stage-A outcome (registered into stage B)
-        a_wwe = Signal(W)          # ways written at B
-        a_new = Signal()           # B writes a new entry (an add); else B updates the hit entry
-        a_ins = Signal()           # main ADD inserted (level add)
-        a_found = Signal()         # main REDUCE/DELETE/REPL found its order (level delete)
-        a_degrade = Signal()       # main ADD: table full
-        lost_row = Signal()
-        mis2 = Signal()
-        m.d.comb += mis2.eq(mismatch_seen)
-
-        k = u2.kind
-        with m.If(is_radd):
-            with m.If(rd_found):
-                with m.If(hit):
-                    count("duplicate_adds")
-                with m.Elif(~valid_add_r(u3)):
-                    count("invalid_adds")
-                with m.Elif(frees == 0):
-                    count("table_full")
-                with m.Else():
-                    m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1)]
         with m.If(u2.valid & u2.oor):
-            count("out_of_range", k != _UKind.NOP)
+            count("out_of_range", u2.kind != _UKind.NOP)
         with m.Elif(u2.valid):
-            with m.Switch(k):
+            with m.Switch(u2.kind):
                 with m.Case(_UKind.ADD):
-                    with m.If(hit):
-                        count("duplicate_adds")
-                    with m.Elif(~valid_add):
-                        count("invalid_adds")
-                    with m.Else():
-                        can = Signal()
-                        with m.If(loc_rd.has):
-                            m.d.comb += can.eq(1)
-                        with m.Elif(alloc < S):
-                            m.d.comb += [can.eq(1), has2.eq(1), loc_we.eq(1),
+                    with m.If(valid_add_r(u2) & ~loc_rd.has):
+                        with m.If(alloc < S):
+                            m.d.comb += [can2.eq(1), has2.eq(1), loc_we.eq(1),
                                          loc_new.has.eq(1), loc_new.slot.eq(alloc[:sbits])]
                             m.d.sync += alloc.eq(alloc + 1)
                         with m.Else():
                             count("no_slot")
                             with m.If(~loc_rd.lost):
                                 m.d.comb += [loc_we.eq(1), loc_new.lost.eq(1), lost_row.eq(1)]
-                        with m.If(can):
-                            with m.If(frees == 0):
-                                count("table_full")
-                                m.d.comb += a_degrade.eq(1)
-                            with m.Else():
-                                m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1), a_ins.eq(1)]
-                with m.Case(_UKind.REDUCE, _UKind.DELETE, _UKind.REPL):
-                    with m.If(found):
-                        m.d.comb += [a_wwe.eq(found_w), a_found.eq(1)]
-                    with m.Elif(hit):
-                        count("locate_mismatch")
-                        m.d.sync += mismatch_seen.eq(1)
-                        m.d.comb += mis2.eq(1)
-                    with m.Else():
-                        count("unknown_execute", u2.op == BookOpKind.EXECUTE)
-                        count("unknown_cancel", u2.op == BookOpKind.CANCEL)
-                        count("unknown_delete", u2.op == BookOpKind.DELETE)
-                        count("unknown_replace", u2.op == BookOpKind.REPLACE)
                 with m.Case(_UKind.STATE):
                     m.d.comb += loc_we.eq(1)
                     for i, c in enumerate(TRADING_STATES):
@@ -635,75 +610,156 @@ class MarketBook(wiring.Component):
                         m.d.comb += loc_new.sho.eq(3)
         m.d.comb += [loctab.we.eq(loc_we), loctab.waddr.eq(u2.locate[:lbits] if lbits else 0),
                      loctab.wdata.eq(loc_new)]
-        with m.If(u2.valid & (k == _UKind.REPL)):
-            m.d.sync += [rd_found.eq(found & ~u2.oor), rd_buy.eq(hit_entry.buy), rd_slot.eq(loc_rd.slot)]
+        la = Signal(data.StructLayout({"has": 1, "can": 1, "slot": sbits, "lost_row": 1}))
+        m.d.sync += [la.has.eq(has2), la.can.eq(can2), la.slot.eq(slot2), la.lost_row.eq(lost_row)]
+
+        # level-table read: both sides of the slot, from a register (at A; the words arrive at level stage A)
+        side_raw = [s.read(la.slot) for s in sides]
+
+        # ---- order stage A (stage 3): per way, the newest of {the write being made now, the last three
+        # writes, the RAM}; hits and decisions from the P compares (every select here is a register)
+        ob_wwe = Signal(W)                    # the B op's way-write mask (its write is being made now)
+        radd_entry = Signal(entry_layout)     # what a radd at B writes (registers only)
+        is_radd = ra_v[3]
+        hits, frees, locs = Signal(W), Signal(W), Signal(W)
+        way_m = []
+        for i in range(W):
+            v = Signal(body_layout, name=f"way{i}_m")
+            hv, vv, lv_ = Signal(name=f"way{i}_hit"), Signal(name=f"way{i}_valid"), Signal(name=f"way{i}_loc")
+            m.d.comb += [v.eq(way_r[i]), hv.eq(p_raw_hit[i]), vv.eq(p_raw_valid[i]), lv_.eq(p_raw_loc[i])]
+            for k in reversed(range(3)):                 # oldest first, so the newest wins
+                with m.If(p_sel[k][i]):
+                    m.d.comb += [v.eq(_body(hn[k][2])), hv.eq(p_hit[k]), vv.eq(hn[k][2].valid), lv_.eq(p_loc[k])]
+            # the write being made now: B holds a radd (a new entry) or the REPLACE of the radd at A (its
+            # original, deleted); nothing else can be at B while a book op is at A (book ops 2 apart)
+            with m.If(p_cur_same & ob_wwe[i]):
+                m.d.comb += [v.eq(_body(radd_entry)), hv.eq(ob_new & p_cur_hit), vv.eq(ob_new), lv_.eq(p_cur_loc)]
+            m.d.comb += [hits[i].eq(hv), frees[i].eq(~vv), locs[i].eq(lv_)]
+            way_m.append(v)
+        hit = hits.any()
+        hit_entry = Signal(body_layout)
+        for i, e in enumerate(way_m):
+            with m.If(hits[i]):
+                m.d.comb += hit_entry.eq(e)
+        free_1h = Signal(W)
+        m.d.comb += free_1h.eq(frees & -frees)   # lowest free way
+        found_w = Signal(W)
+        m.d.comb += found_w.eq(hits & locs)
+        found = found_w.any()
+
+        mismatch_seen = Signal()                # sticky: an op named an order of another locate
+        rd_found = Signal()                     # the REPLACE one cycle ahead found its order
+        rd_buy = Signal()
+
+        # stage-A outcome (registered into stage B)
+        a_wwe = Signal(W)          # ways written at B
+        a_new = Signal()           # B writes a new entry (an add); else B updates the hit entry
+        a_ins = Signal()           # main ADD inserted (level add)
+        a_found = Signal()         # main REDUCE/DELETE/REPL found its order (level delete)
+        a_degrade = Signal()       # main ADD: table full
+        mis3 = Signal()
+        m.d.comb += mis3.eq(mismatch_seen)
+
+        k = u3.kind
+        with m.If(is_radd):
+            with m.If(rd_found):
+                with m.If(hit):
+                    count("duplicate_adds")
+                with m.Elif(~valid_add_r(u4)):
+                    count("invalid_adds")
+                with m.Elif(frees == 0):
+                    count("table_full")
+                with m.Else():
+                    m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1)]
+        with m.If(u3.valid & ~u3.oor):
+            with m.Switch(k):
+                with m.Case(_UKind.ADD):
+                    with m.If(hit):
+                        count("duplicate_adds")
+                    with m.Elif(~valid_add_r(u3)):
+                        count("invalid_adds")
+                    with m.Elif(la.can):
+                        with m.If(frees == 0):
+                            count("table_full")
+                            m.d.comb += a_degrade.eq(1)
+                        with m.Else():
+                            m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1), a_ins.eq(1)]
+                with m.Case(_UKind.REDUCE, _UKind.DELETE, _UKind.REPL):
+                    with m.If(found):
+                        m.d.comb += [a_wwe.eq(found_w), a_found.eq(1)]
+                    with m.Elif(hit):
+                        count("locate_mismatch")
+                        m.d.sync += mismatch_seen.eq(1)
+                        m.d.comb += mis3.eq(1)
+                    with m.Else():
+                        count("unknown_execute", u3.op == BookOpKind.EXECUTE)
+                        count("unknown_cancel", u3.op == BookOpKind.CANCEL)
+                        count("unknown_delete", u3.op == BookOpKind.DELETE)
+                        count("unknown_replace", u3.op == BookOpKind.REPLACE)
+        with m.If(u3.valid & (k == _UKind.REPL)):
+            m.d.sync += [rd_found.eq(found & ~u3.oor), rd_buy.eq(hit_entry.buy)]
         with m.Else():
             m.d.sync += rd_found.eq(0)
 
-        # level-table read: both sides of the slot (a first add reads the slot it may be given)
-        side_raw = [s.read(slot2) for s in sides]
-
-        # ---- order stage B (stage 3): write the order table; build the level op
-        ob_radd, ob_new, ob_found, ob_ins, ob_deg = Signal(), Signal(), Signal(), Signal(), Signal()
-        ob_hit = Signal(entry_layout)
-        ob_ref = Signal(64)
-        ob_slot = Signal(sbits)
-        l3 = Signal(data.StructLayout({"has": 1, "slot": sbits, "lost_row": 1, "mismatch": 1}))
+        # ---- order stage B (stage 4): write the order table; build the level op
+        ob_radd, ob_found, ob_ins, ob_deg = Signal(), Signal(), Signal(), Signal()
+        ob_hit = Signal(body_layout)          # the hit entry (its ref and locate are B's key)
+        lb = Signal(data.StructLayout({"has": 1, "slot": sbits, "lost_row": 1, "mismatch": 1}))
         m.d.sync += [
             ob_wwe.eq(a_wwe), ob_radd.eq(is_radd), ob_new.eq(a_new), ob_found.eq(a_found),
-            ob_ins.eq(a_ins), ob_deg.eq(a_degrade), ob_hit.eq(hit_entry), ob_ref.eq(o_ref),
-            ob_slot.eq(Mux(is_radd, rd_slot, slot2)),
-            l3.has.eq(has2), l3.slot.eq(slot2), l3.lost_row.eq(lost_row), l3.mismatch.eq(mis2),
+            ob_ins.eq(a_ins), ob_deg.eq(a_degrade), ob_hit.eq(hit_entry),
+            lb.has.eq(la.has), lb.slot.eq(la.slot), lb.lost_row.eq(la.lost_row), lb.mismatch.eq(mis3),
         ]
         ob_buy = Signal()
-        m.d.sync += ob_buy.eq(Mux(is_radd, rd_buy, u2.buy))
-        # a radd's entry: all registers (a main op's A may forward it in the same cycle)
-        m.d.comb += [radd_entry.valid.eq(1), radd_entry.ref.eq(ob_ref), radd_entry.slot.eq(ob_slot),
-                     radd_entry.buy.eq(ob_buy), radd_entry.shares.eq(u4.shares), radd_entry.price.eq(u4.price)]
-        full = (u3.kind != _UKind.REDUCE) | (u3.shares >= ob_hit.shares)
+        m.d.sync += ob_buy.eq(Mux(is_radd, rd_buy, u3.buy))
+        # a radd's entry: all registers (the op at A forwards it in the same cycle)
+        m.d.comb += [radd_entry.valid.eq(1), radd_entry.ref.eq(kref[2]), radd_entry.loc.eq(kloc[2]),
+                     radd_entry.buy.eq(ob_buy), radd_entry.shares.eq(u5.shares), radd_entry.price.eq(u5.price)]
+        full = (u4.kind != _UKind.REDUCE) | (u4.shares >= ob_hit.shares)
         upd = Signal(entry_layout)
-        m.d.comb += [upd.eq(ob_hit), upd.valid.eq(~full), upd.shares.eq(ob_hit.shares - u3.shares)]
+        m.d.comb += [upd.valid.eq(~full), upd.ref.eq(kref[2]), upd.loc.eq(kloc[2]), upd.buy.eq(ob_hit.buy),
+                     upd.price.eq(ob_hit.price), upd.shares.eq(ob_hit.shares - u4.shares)]
         new_e = Signal(entry_layout)
-        m.d.comb += [new_e.valid.eq(1), new_e.ref.eq(ob_ref), new_e.slot.eq(ob_slot), new_e.buy.eq(ob_buy),
-                     new_e.shares.eq(u3.shares), new_e.price.eq(u3.price)]
+        m.d.comb += [new_e.valid.eq(1), new_e.ref.eq(kref[2]), new_e.loc.eq(kloc[2]), new_e.buy.eq(ob_buy),
+                     new_e.shares.eq(u4.shares), new_e.price.eq(u4.price)]
         with m.If(ob_radd):
             m.d.comb += new_e.eq(radd_entry)
-        m.d.comb += [ow_en.eq(ob_wwe), ow_addr.eq(bucket(ob_ref)), ow_data.eq(Mux(ob_new, new_e, upd))]
+        m.d.comb += [ow_en.eq(ob_wwe), ow_addr.eq(an[3]), ow_data.eq(Mux(ob_new, new_e, upd))]
         for i, w in enumerate(ways):
             m.d.comb += [w.we.eq(ow_en[i]), w.waddr.eq(ow_addr), w.wdata.eq(ow_data)]
-        count("overfills", ~ob_radd & ob_found & (u3.kind == _UKind.REDUCE) & (u3.shares > ob_hit.shares))
+        count("overfills", ~ob_radd & ob_found & (u4.kind == _UKind.REDUCE) & (u4.shares > ob_hit.shares))
 
-        # the level op of the main micro-op u3 (a REPLACE: its delete and its add half together)
+        # the level op of the main micro-op u4 (a REPLACE: its delete and its add half together)
         lv_layout = data.StructLayout({
             "valid": 1, "has": 1, "slot": sbits, "lost_row": 1, "mismatch": 1, "degrade": 1, "buy": 1,
             "del_en": 1, "p_d": 32, "s_d": 32, "add_en": 1, "p_a": 32, "s_a": 32, "x": 32, "sda": 32,
             "sd_zero": 1, "x_zero": 1,
         })
-        lv4 = Signal(lv_layout)
-        main3 = u3.valid & ~ob_radd
-        is_repl3 = u3.kind == _UKind.REPL
-        s_d3 = Mux(full, ob_hit.shares, u3.shares)
-        sda3 = u3.shares - ob_hit.shares
-        same_px3 = ob_hit.price == u3.price
-        # the radd in stage A this cycle decides the REPLACE's add half
+        lv5 = Signal(lv_layout)
+        main4 = u4.valid & ~ob_radd
+        is_repl4 = u4.kind == _UKind.REPL
+        s_d4 = Mux(full, ob_hit.shares, u4.shares)
+        sda4 = u4.shares - ob_hit.shares
+        same_px4 = ob_hit.price == u4.price
+        # the radd at stage A this cycle decides the REPLACE's add half
         radd_ins = Signal()
         radd_full = Signal()
-        m.d.comb += [radd_ins.eq(is_radd & a_new), radd_full.eq(is_radd & rd_found & ~hit & valid_add_r(u3) &
+        m.d.comb += [radd_ins.eq(is_radd & a_new), radd_full.eq(is_radd & rd_found & ~hit & valid_add_r(u4) &
                                                                 (frees == 0))]
-        x3 = Mux(is_repl3 & same_px3, sda3, u3.shares)
+        x4 = Mux(is_repl4 & same_px4, sda4, u4.shares)
         m.d.sync += [
-            lv4.valid.eq(u3.valid), lv4.has.eq(l3.has), lv4.slot.eq(l3.slot), lv4.lost_row.eq(l3.lost_row),
-            lv4.mismatch.eq(l3.mismatch),
-            lv4.degrade.eq(main3 & (ob_deg | is_repl3 & radd_full)),
-            lv4.buy.eq(Mux(u3.kind == _UKind.ADD, u3.buy, ob_hit.buy)),
-            lv4.del_en.eq(main3 & ob_found),
-            lv4.p_d.eq(ob_hit.price), lv4.s_d.eq(s_d3),
-            lv4.add_en.eq(main3 & (ob_ins | is_repl3 & ob_found & radd_ins)),
-            lv4.p_a.eq(u3.price), lv4.s_a.eq(u3.shares), lv4.x.eq(x3), lv4.sda.eq(sda3),
-            lv4.sd_zero.eq(s_d3 == 0), lv4.x_zero.eq(x3 == 0),
+            lv5.valid.eq(u4.valid), lv5.has.eq(lb.has), lv5.slot.eq(lb.slot), lv5.lost_row.eq(lb.lost_row),
+            lv5.mismatch.eq(lb.mismatch),
+            lv5.degrade.eq(main4 & (ob_deg | is_repl4 & radd_full)),
+            lv5.buy.eq(Mux(u4.kind == _UKind.ADD, u4.buy, ob_hit.buy)),
+            lv5.del_en.eq(main4 & ob_found),
+            lv5.p_d.eq(ob_hit.price), lv5.s_d.eq(s_d4),
+            lv5.add_en.eq(main4 & (ob_ins | is_repl4 & ob_found & radd_ins)),
+            lv5.p_a.eq(u4.price), lv5.s_a.eq(u4.shares), lv5.x.eq(x4), lv5.sda.eq(sda4),
+            lv5.sd_zero.eq(s_d4 == 0), lv5.x_zero.eq(x4 == 0),
         ]
 
-        # ---- level write history: B (stage 5) results land in lw, which writes the RAM one cycle later
+        # ---- level write history: B (stage 6) results land in lw, which writes the RAM one cycle later
         lw_v, lw2_v = Signal(), Signal()
         lw_slot, lw2_slot = Signal(sbits), Signal(sbits)
         lw_buy, lw2_buy = Signal(), Signal()
@@ -726,12 +782,12 @@ class MarketBook(wiring.Component):
             for i in range(LD):
                 m.d.comb += t.wdata.lv[i].eq(lw_data.lv[i])
 
-        # forwarding selects for stage A (stage 4), computed at stage 3 from the op's (slot, side)
-        my_buy3 = Mux(u3.kind == _UKind.ADD, u3.buy, ob_hit.buy)
+        # forwarding selects for stage A (stage 5), computed at stage 4 from the op's (slot, side)
+        my_buy4 = Mux(u4.kind == _UKind.ADD, u4.buy, ob_hit.buy)
 
         def fsel(buy, n=1, name="osel"):
             def match(v, slot, b):
-                return v & (slot == l3.slot) & (b == buy)
+                return v & (slot == lb.slot) & (b == buy)
             s1 = _dup_reg(m, Mux(weB, match(1, lvB.slot, lvB.buy), match(lw_v, lw_slot, lw_buy)), n, f"{name}1")
             s2 = _dup_reg(m, Mux(weB, match(lw_v, lw_slot, lw_buy), match(lw2_v, lw2_slot, lw2_buy)), n,
                           f"{name}2")
@@ -739,12 +795,12 @@ class MarketBook(wiring.Component):
         # this side's selects drive every bit of its word (K x 64 + 81): NDUP copies of each (and of the
         # side), each driving a share of the entries
         NDUP = 4
-        dsel1, dsel2 = fsel(my_buy3, NDUP, "sel")
-        dbuy = _dup_reg(m, my_buy3, NDUP, "buy4")
-        (osel1,), (osel2,) = fsel(~my_buy3)
+        dsel1, dsel2 = fsel(my_buy4, NDUP, "sel")
+        dbuy = _dup_reg(m, my_buy4, NDUP, "buy5")
+        (osel1,), (osel2,) = fsel(~my_buy4)
 
-        # ---- level stage A (stage 4): compares
-        op4 = lv4
+        # ---- level stage A (stage 5): compares
+        op5 = lv5
         e = Signal(side_layout)
 
         def esel(k, f):
@@ -755,8 +811,8 @@ class MarketBook(wiring.Component):
             m.d.comb += getattr(e, fld).eq(esel(j % NDUP, lambda w, fld=fld: getattr(w, fld)))
         o = Signal(side_layout)
         m.d.comb += o.eq(Mux(osel1, lw_data, Mux(osel2, lw2_data,
-                                                 Mux(op4.buy, side_raw[0].as_value(), side_raw[1].as_value()))))
-        p_a, p_d, s_a, s_d = op4.p_a, op4.p_d, op4.s_a, op4.s_d
+                                                 Mux(op5.buy, side_raw[0].as_value(), side_raw[1].as_value()))))
+        p_a, p_d, s_a, s_d = op5.p_a, op5.p_d, op5.s_a, op5.s_d
         live, md, zd, ma, ba = Signal(K), Signal(K), Signal(K), Signal(K), Signal(K)
         sumd = [Signal(32, name=f"sumd{i}") for i in range(K)]
         suma = [Signal(32, name=f"suma{i}") for i in range(K)]
@@ -765,12 +821,12 @@ class MarketBook(wiring.Component):
             gt = p_a > e.lv[i].px
             m.d.comb += [
                 live[i].eq(e.lv[i].sz != 0),
-                md[i].eq(live[i] & (e.lv[i].px == p_d) & op4.del_en),
+                md[i].eq(live[i] & (e.lv[i].px == p_d) & op5.del_en),
                 zd[i].eq(e.lv[i].sz == s_d),
-                ma[i].eq(live[i] & eqa & op4.add_en),
-                ba[i].eq(~live[i] | Mux(op4.buy, gt, ~gt & ~eqa)),
+                ma[i].eq(live[i] & eqa & op5.add_en),
+                ba[i].eq(~live[i] | Mux(op5.buy, gt, ~gt & ~eqa)),
                 sumd[i].eq(e.lv[i].sz - s_d),
-                suma[i].eq(e.lv[i].sz + op4.x),
+                suma[i].eq(e.lv[i].sz + op5.x),
             ]
         gtb = p_a > e.bound
         B_layout = data.StructLayout({
@@ -781,11 +837,11 @@ class MarketBook(wiring.Component):
         })
         bq = Signal(B_layout)
         m.d.sync += [
-            bq.op.eq(op4), bq.e.eq(e), bq.live.eq(live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
+            bq.op.eq(op5), bq.e.eq(e), bq.live.eq(live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
             bq.ba.eq(ba),
             bq.ovf_any.eq(e.ovf != 0), bq.ovf_eq_d.eq(e.ovf == s_d),
-            bq.beats.eq(Mux(op4.buy, gtb, ~gtb & (p_a != e.bound))),
-            bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op4.sda),
+            bq.beats.eq(Mux(op5.buy, gtb, ~gtb & (p_a != e.bound))),
+            bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op5.sda),
             bq.o_k.eq(e.ovf + e.lv[K - 1].sz),
             bq.new_eq0.eq((e.lv[0].px == p_a) & (e.lv[0].sz == s_a)),
             bq.o_px.eq(o.lv[0].px), bq.o_sz.eq(o.lv[0].sz),
@@ -794,7 +850,7 @@ class MarketBook(wiring.Component):
         for i in range(K):
             m.d.sync += [bq.sumd[i].eq(sumd[i]), bq.suma[i].eq(suma[i])]
 
-        # ---- level stage B (stage 5): the new side, its row
+        # ---- level stage B (stage 6): the new side, its row
         q = bq
         m.d.comb += lvB.eq(q.op)
         eB = q.e
@@ -867,7 +923,7 @@ class MarketBook(wiring.Component):
 
         row = Signal(TopOfBook)
         m.d.comb += [
-            row.seq.eq(u5.seq), row.locate.eq(u5.locate),
+            row.seq.eq(u6.seq), row.locate.eq(u6.locate),
             row.flags.stale.eq(self.stale),
             row.flags.degraded.eq(q.op.mismatch | q.op.lost_row |
                                   q.op.has & (eB.degraded | q.op.degrade | q.o_deg)),
@@ -881,9 +937,9 @@ class MarketBook(wiring.Component):
             row.ask_sz.eq(Mux(mine_ask, newB.lv[0].sz, Mux(mine_bid, q.o_sz, 0))),
         ]
 
-        # ---- stage 6: record out
+        # ---- stage 7: record out
         o_valid, o_row, o_done = Signal(), Signal(TopOfBook), Signal()
-        m.d.sync += [o_valid.eq(emit), o_row.eq(row), o_done.eq(u5.valid)]
+        m.d.sync += [o_valid.eq(emit), o_row.eq(row), o_done.eq(u6.valid)]
         m.d.comb += [self.applied.eq(o_done), self.applied_seq.eq(o_row.seq), retire.eq(o_done)]
 
         # output: the FIFO is bypassed while empty
