@@ -2,17 +2,22 @@
 //
 // No Python in the per-cycle loop: the input beats come from a file, the outputs go to files.
 //
-//   replay BEATS OUTDIR WARMUP IDLE_PPM BACKPRESSURE_PPM SEED REGS MAX_CYCLES
+//   replay BEATS OUTDIR WARMUP IDLE_PPM BACKPRESSURE_PPM SEED REGS MAX_CYCLES LOOKUPS LOOKUP_DELAY
 //
 // BEATS: packed records {u64 tdata (lane 0 = bits 0..7), u8 tkeep, u8 tlast, u16 idle}, little endian;
 //   `idle` cycles with tvalid low precede the beat. IDLE_PPM adds, before each beat, one random idle
 //   cycle at a time with that probability (per million; repeated while the draw says idle).
 //   BACKPRESSURE_PPM: per cycle, m_axis_tready is low with that probability.
 //   REGS: a text file of "index value" lines setting register inputs (FOREACH_REG order) before reset.
+//   LOOKUPS: "-" (no lookups) or a file of u32 per chip seq (seq 1 first): the locate to look up when that
+//   message's `applied` strobe comes (0xFFFFFFFF: none). The lookup is issued LOOKUP_DELAY cycles after the
+//   strobe (0: in the strobe's cycle), at most one a cycle, in order.
 // Outputs in OUTDIR:
 //   beats.bin    u64 per input beat: the cycle it was accepted
 //   tob.bin      per m_axis transfer: u64 cycle, then TDATA_WORDS u32 words of m_axis_tdata
 //   applied.bin  per applied strobe (when the top has one): u64 cycle, u64 applied_seq
+//   lookup.bin   per lookup answer: u64 issue cycle, u64 answer cycle, u64 seq, then LOOKUP_WORDS u32
+//                words of lookup.result
 //   status.bin   u32 words of every status/counter port at the end, in FOREACH_STATUS order
 //   run.txt      "cycles N\nseconds S\n"
 // The generated replay_config.h names the top class and lists its status ports.
@@ -22,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,9 +79,9 @@ bool write_all(const std::string& path, const std::vector<T>& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 9) {
-        std::fprintf(stderr, "usage: %s BEATS OUTDIR WARMUP IDLE_PPM BACKPRESSURE_PPM SEED REGS MAX_CYCLES\n",
-                     argv[0]);
+    if (argc != 11) {
+        std::fprintf(stderr, "usage: %s BEATS OUTDIR WARMUP IDLE_PPM BACKPRESSURE_PPM SEED REGS MAX_CYCLES "
+                     "LOOKUPS LOOKUP_DELAY\n", argv[0]);
         return 2;
     }
     const std::string beats_path = argv[1], outdir = argv[2];
@@ -85,6 +91,8 @@ int main(int argc, char** argv) {
     const uint64_t seed = std::strtoull(argv[6], nullptr, 10);
     const std::string regs_path = argv[7];
     const uint64_t max_cycles = std::strtoull(argv[8], nullptr, 10);
+    const std::string lookups_path = argv[9];
+    const uint64_t lookup_delay = std::strtoull(argv[10], nullptr, 10);
 
     std::vector<Beat> beats;
     {
@@ -102,6 +110,23 @@ int main(int argc, char** argv) {
         std::fclose(f);
     }
 
+    std::vector<uint32_t> lookup_locs;  // [seq - 1]
+    if (lookups_path != "-") {
+        FILE* f = std::fopen(lookups_path.c_str(), "rb");
+        if (!f) { std::perror(lookups_path.c_str()); return 2; }
+        std::fseek(f, 0, SEEK_END);
+        long size = std::ftell(f);
+        std::fseek(f, 0, SEEK_SET);
+        if (size < 0 || size % 4) { std::fprintf(stderr, "bad lookups file size\n"); return 2; }
+        lookup_locs.resize((std::size_t)size / 4);
+        if (!lookup_locs.empty() &&
+            std::fread(lookup_locs.data(), 4, lookup_locs.size(), f) != lookup_locs.size()) {
+            std::fprintf(stderr, "short read\n");
+            return 2;
+        }
+        std::fclose(f);
+    }
+
     auto ctx = std::make_unique<VerilatedContext>();
     ctx->randReset(0);
     auto top = std::make_unique<TOP_CLASS>(ctx.get());
@@ -110,6 +135,10 @@ int main(int argc, char** argv) {
     beat_cycles.reserve(beats.size());
     std::vector<uint32_t> tob;
     std::vector<uint64_t> applied;
+    std::vector<uint32_t> lookups;
+    struct Pending { uint64_t due, seq; uint32_t locate; };
+    std::deque<Pending> to_issue;                 // lookups waiting for their cycle
+    std::deque<std::pair<uint64_t, uint64_t>> in_flight;   // (issue cycle, seq), answered in order
     Rng idle_rng(seed * 2 + 1), bp_rng(seed * 2 + 2);
 
     uint64_t cycle = 0;
@@ -173,6 +202,7 @@ int main(int argc, char** argv) {
         }
         top->s_axis_tvalid = offering;
         top->m_axis_tready = !(bp_ppm && bp_rng.next_ppm() < bp_ppm);
+        top->LOOKUP_VALID = 0;
         top->eval();
 
         // Handshakes at this rising edge.
@@ -197,8 +227,37 @@ int main(int argc, char** argv) {
 #else
             applied.push_back(0);
 #endif
+#if HAS_APPLIED_SEQ
+            const uint64_t seq = (uint64_t)top->applied_seq;
+            if (seq >= 1 && seq <= lookup_locs.size() && lookup_locs[seq - 1] != 0xFFFFFFFFu)
+                to_issue.push_back({cycle + lookup_delay, seq, lookup_locs[seq - 1]});
+#endif
         }
 #endif
+        if (top->LOOKUP_RESULT_VALID) {
+            active = true;
+            if (in_flight.empty()) {
+                std::fprintf(stderr, "lookup answer at cycle %llu with no lookup in flight\n",
+                             (unsigned long long)cycle);
+                return 3;
+            }
+            lookups.push_back((uint32_t)in_flight.front().first);
+            lookups.push_back((uint32_t)(in_flight.front().first >> 32));
+            lookups.push_back((uint32_t)cycle);
+            lookups.push_back((uint32_t)(cycle >> 32));
+            lookups.push_back((uint32_t)in_flight.front().second);
+            lookups.push_back((uint32_t)(in_flight.front().second >> 32));
+            put(lookups, top->LOOKUP_RESULT, LOOKUP_BITS);
+            in_flight.pop_front();
+        }
+        if (!to_issue.empty() && to_issue.front().due <= cycle) {
+            // inputs of this cycle, sampled at the coming edge (the eval in tick() settles them first)
+            top->LOOKUP_VALID = 1;
+            top->LOOKUP_LOCATE = to_issue.front().locate;
+            in_flight.emplace_back(cycle, to_issue.front().seq);
+            to_issue.pop_front();
+        }
+        if (!to_issue.empty() || !in_flight.empty()) active = true;
         tick();
 
         if (next >= beats.size()) {
@@ -215,7 +274,8 @@ int main(int argc, char** argv) {
 #undef TG_PUT
 
     bool ok = write_all(outdir + "/beats.bin", beat_cycles) && write_all(outdir + "/tob.bin", tob) &&
-              write_all(outdir + "/applied.bin", applied) && write_all(outdir + "/status.bin", status);
+              write_all(outdir + "/applied.bin", applied) && write_all(outdir + "/lookup.bin", lookups) &&
+              write_all(outdir + "/status.bin", status);
     FILE* f = std::fopen((outdir + "/run.txt").c_str(), "w");
     if (!f) return 2;
     std::fprintf(f, "cycles %llu\nseconds %.6f\ntimed_out %d\nbeats_accepted %llu\n",

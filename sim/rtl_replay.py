@@ -40,8 +40,9 @@ import numpy as np
 from . import runner
 
 __all__ = ["RtlParams", "RtlReplay", "RtlResult", "FeedFrames", "fast_udp_frames", "frames_from_messages",
-           "frames_for_feed", "frames_to_beats", "CAPTURE_REGISTERS", "csv_lines", "model_rows", "rows_may_differ", "book_sizing", "build", "Directory", "chip_flag_counts",
-           "BEAT_DTYPE", "DEFAULT_SESSION", "HARNESS"]
+           "frames_for_feed", "frames_to_beats", "CAPTURE_REGISTERS", "csv_lines", "model_rows", "rows_may_differ", "book_sizing", "parse_book", "build", "Directory", "chip_flag_counts",
+           "BEAT_DTYPE", "DEFAULT_SESSION", "HARNESS", "lookup_locates", "lookup_dtype", "check_depth",
+           "depth_lines", "depth_snapshots", "depth_incomplete", "depth_flag_counts"]
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,43 @@ def book_sizing(**overrides) -> dict:
     return {k: v for k, v in overrides.items() if k in accepted}
 
 
+#: Book parameters a replay may set (``--book``): MarketBook's sizing, as in BOOK_DEFAULTS.
+BOOK_KEYS = ("capacity", "ways", "symbols", "depth", "locates", "lookup_depth")
+
+
+def parse_book(text: str | None) -> dict:
+    """``--book capacity=65536,ways=8,...`` -> {name: int}, checked by constructing the book (bad names,
+    values or combinations raise ValueError). ``lookup_depth`` must stay the top's lookup port depth."""
+    from ..fpga.order_book import LookupSignature, MarketBook
+
+    out: dict[str, int] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise ValueError(f"--book: {item!r} is not NAME=VALUE")
+        if key not in BOOK_KEYS:
+            raise ValueError(f"--book: unknown parameter {key!r} (choose from {', '.join(BOOK_KEYS)})")
+        if key in out:
+            raise ValueError(f"--book: {key} given twice")
+        try:
+            out[key] = int(value.strip(), 0)
+        except ValueError:
+            raise ValueError(f"--book: {key}={value.strip()!r} is not an integer") from None
+    port = LookupSignature().depth
+    if out.get("lookup_depth", port) != port:
+        raise ValueError(f"--book: lookup_depth={out['lookup_depth']}: the chip's top has a {port}-level "
+                         f"lookup port (MarketDataPipeline), so the book's lookup_depth must be {port}")
+    try:
+        MarketBook(**out)
+    except TypeError as e:
+        raise ValueError(f"--book: {e}") from None
+    return out
+
+
 def _width(shape) -> int:
     from amaranth.hdl import Shape
     return Shape.cast(shape).width
@@ -268,6 +306,10 @@ def _config_header(top) -> str:
              f"#define HAS_APPLIED {int('applied' in members)}",
              f"#define HAS_APPLIED_SEQ {int('applied_seq' in members)}",
              f"#define LOOKUP_VALID {_cxx('lookup__valid')}",
+             f"#define LOOKUP_LOCATE {_cxx('lookup__locate')}",
+             f"#define LOOKUP_RESULT {_cxx('lookup__result')}",
+             f"#define LOOKUP_RESULT_VALID {_cxx('lookup__result_valid')}",
+             f"#define LOOKUP_BITS {_width(members['lookup__result'].shape)}",
              "#define FOREACH_REG(X) \\"]
     lines += [f"    X({i}, {_cxx(n)}) \\" for i, n in enumerate(_registers(top))]
     lines += ["",
@@ -275,6 +317,11 @@ def _config_header(top) -> str:
     lines += [f"    X({_cxx(n)}, {w}) \\" for n, w in status]
     lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _lookup_depth(top) -> int:
+    """Levels per side the top's lookup port answers (its signature, which the book's must match)."""
+    return top.pipeline.signature.members["lookup"].signature.depth
 
 
 def _silence(top) -> None:
@@ -293,6 +340,8 @@ class Built:
     register_inits: dict
     warmup: int
     build_seconds: float | None
+    lookup_bits: int = 0
+    lookup_depth: int = 0
 
 
 def build(book: dict | None = None) -> Built:
@@ -318,7 +367,8 @@ def build(book: dict | None = None) -> Built:
     book_obj = top.book
     warmup = int(getattr(book_obj, "clear_cycles", 0)) + 16
     built = Built(exe, status, _width(members["m_axis_tdata"].shape), "applied" in members, _registers(top),
-                  {n: members[n].init or 0 for n in _registers(top)}, warmup, None)
+                  {n: members[n].init or 0 for n in _registers(top)}, warmup, None,
+                  _width(members["lookup__result"].shape), _lookup_depth(top))
     env = runner._env()
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + REPLAY_MAKEFLAGS).strip()
     with runner._locked(REPLAY_ROOT / f".{bdir.name}.lock"):
@@ -373,6 +423,55 @@ def _extract(words: np.ndarray, offset: int, width: int) -> np.ndarray:
     return v & np.uint64((1 << width) - 1)
 
 
+#: Message types the book applies to a locate's levels: the ones a --depth row can follow.
+BOOK_TYPES = b"AFECXDU"
+NO_LOOKUP = 0xFFFFFFFF
+
+
+def lookup_locates(messages: Sequence[bytes]) -> np.ndarray:
+    """u32 per message (chip seq order): the header's stock locate of a book message (the locate whose
+    book the chip reads for it), :data:`NO_LOOKUP` for any other message."""
+    n = len(messages)
+    if not n:
+        return np.zeros(0, np.uint32)
+    head = np.frombuffer(b"".join(bytes(m[:3]).ljust(3, b"\0") for m in messages), np.uint8).reshape(n, 3)
+    loc = (head[:, 1].astype(np.uint32) << 8) | head[:, 2]
+    book = np.isin(head[:, 0], np.frombuffer(BOOK_TYPES, np.uint8))
+    return np.where(book, loc, np.uint32(NO_LOOKUP)).astype("<u4")
+
+
+def lookup_dtype(depth: int) -> np.dtype:
+    return np.dtype([("issue", "<u8"), ("cycle", "<u8"), ("seq", "<u8"), ("locate", "<u8"),
+                     ("bids", "<u8", (depth, 2)), ("asks", "<u8", (depth, 2)),
+                     ("bid_overflow", "u1"), ("ask_overflow", "u1"), ("out_of_range", "u1"), ("no_slot", "u1"),
+                     ("degraded", "u1"), ("out_of_window", "u1")])
+
+
+def _parse_lookups(raw: np.ndarray, depth: int) -> np.ndarray:
+    """lookup.bin records -> :func:`lookup_dtype` rows (``locate`` is filled in by the caller)."""
+    from amaranth.lib import data
+    from ..fpga.book_records import BookFlags
+    from ..fpga.order_book import Level, book_state
+
+    out = np.zeros(len(raw), lookup_dtype(depth))
+    u64 = lambda lo, hi: raw[:, lo].astype(np.uint64) | (raw[:, hi].astype(np.uint64) << np.uint64(32))  # noqa: E731
+    out["issue"], out["cycle"], out["seq"] = u64(0, 1), u64(2, 3), u64(4, 5)
+    words = raw[:, 6:]
+    layout = book_state(depth)
+    lv = data.Layout.cast(Level)
+    for side in ("bids", "asks"):
+        base = layout[side].offset
+        for j in range(depth):
+            for k, name in enumerate(("px", "sz")):
+                out[side][:, j, k] = _extract(words, base + 64 * j + lv[name].offset, 32)
+    for name in ("bid_overflow", "ask_overflow", "out_of_range", "no_slot"):
+        out[name] = _extract(words, layout[name].offset, 1)
+    flags = data.Layout.cast(BookFlags)
+    for name in ("degraded", "out_of_window"):
+        out[name] = _extract(words, layout["flags"].offset + flags[name].offset, 1)
+    return out
+
+
 @dataclass
 class RtlParams:
     """How to run the replay: book sizing (None: fit the feed), idle/backpressure probabilities and seed."""
@@ -383,6 +482,8 @@ class RtlParams:
     frame_gap: int = 0                # idle cycles before every frame
     registers: dict | None = None     # register inputs (e.g. {"match_ip": 0}); override the feed's
     max_cycles: int = 0               # 0: no limit
+    lookup: bool = False              # look up every book message's locate as it is applied (--depth)
+    lookup_delay: int = 0             # cycles from the applied strobe to the lookup (0 is exact; tests)
 
 
 @dataclass
@@ -398,6 +499,7 @@ class RtlResult:
     applied: np.ndarray               # (cycle, seq) pairs; empty without an applied strobe
     latency: dict[str, tuple[int, int, int]] = field(default_factory=dict)   # type -> (min, max, count)
     latency_lanes: dict[int, tuple[int, int]] = field(default_factory=dict)  # frame lane of last byte -> (min, max)
+    lookups: np.ndarray | None = None  # lookup_dtype(depth) rows, with RtlParams.lookup
     timed_out: bool = False
     sizing: dict = field(default_factory=dict)
     build_seconds: float | None = None
@@ -432,9 +534,12 @@ def chip_flag_counts(res: "RtlResult") -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
-def rows_may_differ(res: "RtlResult") -> bool:
-    """True when the chip's flags say some rows may differ from the model's."""
+def rows_may_differ(res: "RtlResult", depth: int | None = None) -> bool:
+    """True when the chip's flags say some rows may differ from the model's (with ``depth``: its
+    ``--depth`` rows, judged from the lookups too)."""
     f = chip_flag_counts(res)
+    if depth is not None and depth_flag_counts(res, depth):
+        return True
     return any(k in f for k in DIFFERING_COUNTERS) or any(k.startswith("rows flagged") for k in f)
 
 
@@ -463,9 +568,18 @@ class RtlReplay:
             if unknown:
                 raise ValueError(f"the chip has no register {', '.join(unknown)} (it has {built.registers})")
             (tmp / "regs.txt").write_text("".join(f"{built.registers.index(k)} {int(v)}\n" for k, v in regs.items()))
+            lookup_arg, locs = "-", None
+            if p.lookup:
+                if feed.messages is None:
+                    raise ValueError("lookups need the feed's messages (FeedFrames.messages)")
+                locs = lookup_locates(feed.messages)
+                locs.tofile(tmp / "lookups.bin")
+                lookup_arg = str(tmp / "lookups.bin")
+            if p.lookup_delay < 0:
+                raise ValueError(f"lookup_delay must be >= 0, not {p.lookup_delay}")
             cmd = [str(built.exe), str(tmp / "beats.bin"), str(tmp), str(built.warmup),
                    str(int(round(p.idle * 1e6))), str(int(round(p.backpressure * 1e6))), str(p.seed),
-                   str(tmp / "regs.txt"), str(p.max_cycles)]
+                   str(tmp / "regs.txt"), str(p.max_cycles), lookup_arg, str(p.lookup_delay)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"replay harness failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -474,6 +588,7 @@ class RtlReplay:
             words = 2 + math.ceil(built.tdata_bits / 32)
             raw = np.fromfile(tmp / "tob.bin", "<u4").reshape(-1, words)
             applied = np.fromfile(tmp / "applied.bin", "<u8").reshape(-1, 2)
+            lk_raw = np.fromfile(tmp / "lookup.bin", "<u4").reshape(-1, 6 + math.ceil(built.lookup_bits / 32))
             status_words = np.fromfile(tmp / "status.bin", "<u4")
 
         rows = np.zeros(len(raw), ROW_DTYPE)
@@ -486,6 +601,20 @@ class RtlReplay:
                         messages=counters.get("decode.total", 0), beat_cycles=beat_cycles, applied=applied,
                         timed_out=run_info.get("timed_out", "0").strip() == "1", sizing=dict(sizing),
                         build_seconds=built.build_seconds)
+        if p.lookup:
+            from ..fpga.order_book import MarketBook
+
+            lk = res.lookups = _parse_lookups(lk_raw, built.lookup_depth)
+            lk["locate"] = locs[lk["seq"].astype(np.int64) - 1]
+            late = lk["cycle"] - lk["issue"] != MarketBook.LOOKUP_LATENCY
+            if late.any():
+                raise RuntimeError(f"{int(late.sum())} lookup answers not LOOKUP_LATENCY "
+                                   f"({MarketBook.LOOKUP_LATENCY}) cycles after their request")
+            seqs = applied[:, 1].astype(np.int64)
+            seqs = seqs[(seqs >= 1) & (seqs <= len(locs))]
+            want = seqs[locs[seqs - 1] != NO_LOOKUP]
+            if not np.array_equal(lk["seq"].astype(np.int64), want):
+                raise RuntimeError(f"lookup answers for {len(lk)} messages, {len(want)} book messages applied")
         if len(beat_cycles) != len(beats):
             raise RuntimeError(f"the chip accepted {len(beat_cycles)} of {len(beats)} input beats "
                                f"({'timed out' if res.timed_out else 'stalled'})")
@@ -623,3 +752,70 @@ def csv_lines(rows: np.ndarray, select=None, directory: Directory | None = None)
                                                            and directory.name_at(loc, s) in use.names)):
             continue
         yield format_row(s, loc, v)
+
+
+# --------------------------------------------------------------------------------------------- --depth N
+
+def check_depth(depth: int, lookup_depth: int) -> None:
+    """--depth N needs N <= the lookup port's levels per side."""
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"--depth must be a positive integer, not {depth!r}")
+    if depth > lookup_depth:
+        raise ValueError(f"--depth {depth}: the chip's lookup port answers the top {lookup_depth} levels per "
+                         f"side (lookup_depth={lookup_depth}); use --depth {lookup_depth} or less, or "
+                         f"--engine model")
+
+
+def depth_snapshots(lookups: np.ndarray, depth: int) -> np.ndarray:
+    """(n, 4 * depth) int64: each lookup's top ``depth`` levels in CSV column order (bid px, bid sz, ask px,
+    ask sz per level, best first; empty levels 0, 0)."""
+    n = len(lookups)
+    out = np.zeros((n, depth, 4), np.int64)
+    out[:, :, 0:2] = lookups["bids"][:, :depth, :]
+    out[:, :, 2:4] = lookups["asks"][:, :depth, :]
+    return out.reshape(n, 4 * depth)
+
+
+def depth_incomplete(lookups: np.ndarray, depth: int) -> np.ndarray:
+    """Per lookup: a side has orders beyond its tracked levels and fewer than ``depth`` tracked levels,
+    so its top ``depth`` may miss a level the model shows."""
+    short_b = (lookups["bids"][:, :depth, 1] == 0).any(axis=1)
+    short_a = (lookups["asks"][:, :depth, 1] == 0).any(axis=1)
+    return (short_b & (lookups["bid_overflow"] != 0)) | (short_a & (lookups["ask_overflow"] != 0))
+
+
+def depth_flag_counts(res: "RtlResult", depth: int) -> dict[str, int]:
+    """What the lookups flagged that can make --depth rows differ from the model's (non-zero only)."""
+    lk = res.lookups
+    if lk is None or not len(lk):
+        return {}
+    out = {
+        f"lookups with top {depth} incomplete (depth overflow)": int(depth_incomplete(lk, depth).sum()),
+        "lookups of a locate refused a slot": int((lk["no_slot"] != 0).sum()),
+        "lookups flagged degraded": int((lk["degraded"] != 0).sum()),
+        "lookups flagged out_of_window": int((lk["out_of_window"] != 0).sum()),
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def depth_lines(res: "RtlResult", depth: int, select=None, directory: Directory | None = None) -> Iterable[str]:
+    """The model's ``--depth N`` CSV lines (via format_row) from the chip's lookups (``RtlParams(lookup=
+    True)``): after every book message, its locate's top N levels; a row when they differ from the
+    last row of that locate (initially all empty), among the selected symbols."""
+    from ..model.replay import format_row
+
+    lk = res.lookups
+    if lk is None:
+        raise ValueError("no lookups recorded: run with RtlParams(lookup=True)")
+    check_depth(depth, lk["bids"].shape[1])
+    snaps = depth_snapshots(lk, depth).tolist()
+    use = select if select is not None and not select.all else None
+    last: dict[int, list] = {}
+    empty = [0] * (4 * depth)
+    for s, loc, snap in zip(lk["seq"].tolist(), lk["locate"].tolist(), snaps):
+        if use is not None and not (loc in use.locates or (use.names and directory is not None
+                                                           and directory.name_at(loc, s) in use.names)):
+            continue
+        if snap != last.get(loc, empty):
+            last[loc] = snap
+            yield format_row(s, loc, snap)

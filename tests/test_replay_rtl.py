@@ -1,8 +1,9 @@
 """``--engine rtl`` (the verilated MarketDataTop, bulk replay) against ``--engine model``, row by row.
 
 Every recorded ITCH file and capture, the LOBSTER-derived feed, the synthetic stress modes; the framer
-against scapy; the CLI (byte-identical CSV, --symbols, --depth, --strict). One Verilator build (cached
-under build/replay/) serves every test.
+against scapy; --depth N from the book's lookup port; the CLI (byte-identical CSV, --symbols, --depth,
+--book, --strict). One Verilator build (cached under build/replay/) serves every default test; the slow
+whole-feed suites use a larger book (BIG_BOOK, one more build).
 """
 
 from __future__ import annotations
@@ -181,9 +182,74 @@ def test_lobster_head(rr):
     _lobster(rr, "lobster head", _lobster_messages(10_000))
 
 
+#: Book sizing for the whole-feed suites. LOBSTER level-1 data never deletes an order once it has left the
+#: top, so the live-order count only grows (peak 9,773 over the AMZN day); the 1M synthetic feed at 64
+#: symbols peaks at 4,196 live orders. With the XOR-fold bucket index the fullest bucket then holds 7
+#: (LOBSTER) and 5 (synthetic) live orders at capacity=65536 ways=8 (8,192 buckets), so no add is refused;
+#: at the chip's 8192 x 4 they hold 15 and 9 (table_full). Measured with _peak_bucket below.
+BIG_BOOK = dict(capacity=65536, ways=8)
+
+
+def _peak_live(messages, capacity, ways):
+    """(peak live orders, peak live orders in one order-table bucket) of the model over ``messages``."""
+    from tickgate.fpga.order_book import MarketBook
+    from tickgate.model.book import OrderBook
+
+    bucket = MarketBook(capacity=capacity, ways=ways).bucket_of
+    book = OrderBook()
+    live: dict[int, int] = {}                # ref -> bucket of every live order
+    per_bucket: dict[int, int] = {}
+    peak = peak_bucket = 0
+    for raw in messages:
+        book.apply(raw)
+        c = raw[0]
+        if c not in b"AFECXDU":
+            continue
+        refs = [int.from_bytes(raw[11:19], "big")] + ([int.from_bytes(raw[19:27], "big")] if c == 85 else [])
+        for ref in refs:
+            if ref in book._orders and ref not in live:
+                b = live[ref] = bucket(ref)
+                per_bucket[b] = per_bucket.get(b, 0) + 1
+                peak_bucket = max(peak_bucket, per_bucket[b])
+            elif ref in live and ref not in book._orders:
+                per_bucket[live.pop(ref)] -= 1
+        peak = max(peak, len(live))
+    assert len(live) == len(book)
+    return peak, peak_bucket
+
+
+def _whole_feed(rr, name, messages, book, depth=4):
+    """Whole feed through the chip with ``book`` sizing: every row equal to the model's (BBO, and --depth
+    ``depth`` from the lookups), nothing flagged, no add refused."""
+    import time
+
+    peak, peak_bucket = _peak_live(messages, book["capacity"], book["ways"])
+    assert peak < book["capacity"] and peak_bucket <= book["ways"], (peak, peak_bucket)
+    t0 = time.perf_counter()
+    res, model, rtl = _compare(rr, name, messages, params=rr.RtlParams(book=book, lookup=True))
+    c = res.counters
+    for k in ("table_full", "no_slot", "out_of_range", "locate_mismatch"):
+        assert c[f"book.{k}"] == 0, (k, c[f"book.{k}"])
+    assert not res.rows["degraded"].any() and not res.rows["out_of_window"].any()
+    assert len(model) > 1000
+    model_d = list(ModelReplay(depth=depth).run(messages))
+    rtl_d = list(rr.depth_lines(res, depth))
+    assert not rr.depth_flag_counts(res, depth), rr.depth_flag_counts(res, depth)
+    for i, (a, b) in enumerate(zip(model_d, rtl_d)):
+        assert a == b, f"{name} --depth {depth}: row {i}: model {a!r} rtl {b!r}"
+    assert len(model_d) == len(rtl_d)
+    log.warning("%s: %d messages, %d BBO rows and %d depth-%d rows equal; book %s; peak live orders %d "
+                "(fullest bucket %d); counters table_full/no_slot/out_of_range/locate_mismatch 0, "
+                "out_of_window %d; %d cycles in %.1f s: %.0f messages/s, %.0f cycles/s (harness); "
+                "%.1f s in all", name, res.messages, len(model), len(model_d), depth, book, peak, peak_bucket,
+                c["book.out_of_window"], res.cycles, res.seconds, res.messages_per_second,
+                res.cycles_per_second, time.perf_counter() - t0)
+    return res
+
+
 @pytest.mark.slow
 def test_lobster_whole(rr):
-    _lobster(rr, "lobster", _lobster_messages())
+    _whole_feed(rr, "lobster", _lobster_messages(), BIG_BOOK)
 
 
 @pytest.mark.slow
@@ -191,8 +257,7 @@ def test_million_messages(rr):
     from tickgate.feed.synth import synth_bytes
 
     messages = list(synth_bytes(messages=1_000_000, symbols=64, seed=2024))
-    res, _, _ = _compare(rr, "1M synth", messages, allow_flagged=True)
-    log.warning("1M: %.0f simulated messages/s, %.0f cycles/s", res.messages_per_second, res.cycles_per_second)
+    _whole_feed(rr, "1M synth", messages, BIG_BOOK)
 
 
 def _cli(*args):
@@ -213,9 +278,119 @@ def test_cli_rtl_equals_model(rr, tmp_path):
             assert "cycles simulated" in r.stderr and "MoldUDP64" in r.stderr
 
 
-def test_cli_depth_is_refused(rr):
-    r = _cli("--engine", "rtl", "--depth", "3")
-    assert r.returncode == 2 and "--depth" in r.stderr
+def test_cli_depth_above_lookup_depth_is_refused(rr):
+    from tickgate.fpga.order_book import LookupSignature
+
+    n = LookupSignature().depth + 1
+    r = _cli("--engine", "rtl", "--depth", str(n))
+    assert r.returncode == 2 and f"--depth {n}" in r.stderr and "lookup" in r.stderr, r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("bad", ["capacity=1000", "colour=3", "capacity", "ways=x", "lookup_depth=2",
+                                 "depth=40", "ways=4,ways=8", "capacity=4,ways=8"])
+def test_cli_book_option_is_checked(bad):
+    r = _cli("--engine", "rtl", "--book", bad)
+    assert r.returncode == 2 and "--book" in r.stderr, (bad, r.stderr)
+    assert r.stdout == ""
+
+
+def _depth_feeds(tmp_path):
+    """(name, path) of the --depth feeds: the NASDAQ snippet, a capture, synthetic stress feeds."""
+    from tickgate.feed.binaryfile import BinaryFileWriter
+    from tickgate.feed.synth import synth
+
+    feeds = [(p.name, str(p)) for p in ITCH_FILES if "SNIPPET" in p.name]
+    feeds += [(p.name, str(p)) for p in PCAP_FILES if p.name == "Multiple.Packets.pcap"]
+    for mode in ("normal", "chain,far", "collide,unknown"):
+        path = tmp_path / f"synth-{mode.replace(',', '-')}.itch"
+        with BinaryFileWriter(path) as w:
+            for m in synth(messages=6_000, symbols=8, seed=17, mode=mode):
+                w.write(m)
+        feeds.append((f"synth {mode}", str(path)))
+    return feeds
+
+
+@pytest.mark.parametrize("rtl_args", [[], ["--rtl-idle", "0.3", "--rtl-backpressure", "0.4", "--rtl-seed", "5"]],
+                         ids=["line-rate", "idle+backpressure"])
+def test_cli_depth_equals_model(rr, tmp_path, rtl_args):
+    """--depth 2..4: the chip's lookups after every book message give the model's CSV byte for byte."""
+    for name, feed in _depth_feeds(tmp_path):
+        for depth in (2, 3, 4):
+            r = _cli(feed, "--engine", "rtl", "--depth", str(depth), "--strict", *rtl_args,
+                     "--out", str(tmp_path / "r.csv"))
+            m = _cli(feed, "--depth", str(depth), "--out", str(tmp_path / "m.csv"))
+            assert r.returncode == 0 and m.returncode == 0, (name, depth, r.stderr + m.stderr)
+            rb, mb = (tmp_path / "r.csv").read_bytes(), (tmp_path / "m.csv").read_bytes()
+            assert rb.count(b"\n") > 3, (name, depth)
+            assert rb == mb, (name, depth)
+            assert f"--depth {depth}:" in r.stderr and "lookups" in r.stderr
+
+
+def test_cli_depth_symbols(rr, tmp_path):
+    feed = [str(p) for p in ITCH_FILES if "SNIPPET" in p.name]
+    if not feed:
+        pytest.skip("NASDAQ snippet not found")
+    args = [feed[0], "--depth", "3", "--symbols", "AAPL,13,8511"]
+    r = _cli(*args, "--engine", "rtl", "--out", str(tmp_path / "r.csv"))
+    m = _cli(*args, "--out", str(tmp_path / "m.csv"))
+    assert r.returncode == 0 and m.returncode == 0, r.stderr + m.stderr
+    assert (tmp_path / "r.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()
+    assert (tmp_path / "m.csv").read_text().count("\n") > 3
+
+
+def _delete_run():
+    """10 bids and 10 asks of one symbol, then deleted best first, bid and ask in turn: every delete changes
+    the top levels, and the deletes reach the book 2 or 3 cycles apart (21 bytes each with the MoldUDP64
+    length), so a lookup that saw one message too few or too many would show the wrong levels."""
+    from tickgate.wire import itch
+
+    ts = iter(range(1, 1000))
+    h = lambda: dict(stock_locate=1, tracking_number=0, timestamp=next(ts))   # noqa: E731
+    msgs = []
+    for i in range(10):
+        for ref, side, px in ((100 + i, "B", 10_000 + 100 * i), (200 + i, "S", 20_000 - 100 * i)):
+            msgs.append(itch.AddOrder(**h(), order_reference_number=ref, buy_sell_indicator=side,
+                                      shares=100 + i, stock="AAPL    ", price=px).encode())
+    for i in reversed(range(10)):
+        for ref in (100 + i, 200 + i):
+            msgs.append(itch.OrderDelete(**h(), order_reference_number=ref).encode())
+    return msgs
+
+
+def test_depth_lookup_timing(rr):
+    """The lookup issued at a message's ``applied`` strobe sees exactly that message and no later one:
+    equal rows at delay 0; a lookup 1 or 2 cycles later sees the next delete and the rows differ (so the
+    comparison can tell)."""
+    import numpy as np
+
+    msgs = _delete_run()
+    feed = rr.frames_from_messages(msgs)
+    for delay in (0, 1, 2):
+        res = rr.RtlReplay(rr.RtlParams(lookup=True, lookup_delay=delay)).run(feed)
+        assert not res.flags() and not rr.depth_flag_counts(res, 4)
+        gaps = np.diff(res.applied[20:, 0].astype(np.int64))
+        assert gaps.min() == 2, gaps                      # deletes applied back to back at the book's rate
+        for depth in (2, 4):
+            model = list(ModelReplay(depth=depth).run(msgs))
+            rtl = list(rr.depth_lines(res, depth))
+            assert len(model) == 40
+            if delay == 0:
+                assert rtl == model, (depth, rtl, model)
+            else:
+                assert rtl != model, (delay, depth)
+
+
+def test_lookups_leave_rows_alone(rr):
+    """Looking up every book message changes nothing the chip outputs."""
+    from tickgate.feed.synth import synth_bytes
+
+    msgs = list(synth_bytes(messages=5_000, symbols=8, seed=23, mode="chain"))
+    feed = rr.frames_from_messages(msgs)
+    a = rr.RtlReplay(rr.RtlParams(idle=0.2, seed=4)).run(feed)
+    b = rr.RtlReplay(rr.RtlParams(idle=0.2, seed=4, lookup=True)).run(feed)
+    assert a.lookups is None and len(b.lookups) > 4000
+    assert (a.rows == b.rows).all() and a.counters == b.counters and (a.applied == b.applied).all()
 
 
 def test_cli_strict_on_flagged_feed(rr, tmp_path):

@@ -1,5 +1,5 @@
-"""``tickgate replay [FEED]``: replay a feed through the reference book (or, later, the simulated chip)
-and write every top-of-book change as CSV. The row format is the contract in
+"""``tickgate replay [FEED]``: replay a feed through the reference book or the simulated chip (``--engine
+rtl``) and write every top-of-book change as CSV. The row format is the contract in
 :mod:`tickgate.model.replay`; every engine goes through its ``format_row``."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ ITCH 1/10000 units; 0,0 for an empty side.
 
 --depth N (N>1) appends bid_px_2,bid_sz_2,ask_px_2,ask_sz_2 ... up to level N and emits a row whenever
 any of the symbol's top N levels changes; --depth 1 (the default) is exactly the format above.
+With --engine rtl, N is at most the chip's lookup depth (4): the harness looks up the symbol's top levels
+through the book's lookup port as each book message is applied.
 With no FEED, a built-in deterministic synthetic feed is replayed (no file needed).
 """
 
@@ -40,7 +42,8 @@ def register(sub) -> None:
                    help="only these symbols: names from the feed's R directory, or stock locates; "
                         "comma-separated, repeatable")
     p.add_argument("--depth", type=_positive, default=1, metavar="N",
-                   help="levels per side in each row (default 1: the BBO contract)")
+                   help="levels per side in each row (default 1: the BBO contract; rtl: at most the chip's "
+                        "lookup depth, 4)")
     p.add_argument("--out", metavar="FILE", help="write the CSV here instead of stdout")
     p.add_argument("--lenient", action="store_true", help="skip and count malformed messages instead of failing")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -52,6 +55,10 @@ def register(sub) -> None:
     p.add_argument("--rtl-backpressure", type=float, default=0.0, metavar="P",
                    help="rtl: probability per cycle that the output is not ready (default 0)")
     p.add_argument("--rtl-seed", type=int, default=1, metavar="N", help="rtl: seed of the idle/backpressure draws")
+    p.add_argument("--book", metavar="NAME=N[,NAME=N...]",
+                   help="rtl: book sizing for the simulated chip instead of its defaults, e.g. "
+                        "capacity=65536,ways=8 (names: capacity, ways, symbols, depth, locates, lookup_depth; "
+                        "capacity/ways/symbols/locates powers of two; a new sizing compiles a new model)")
     p.set_defaults(func=run)
 
 
@@ -170,14 +177,14 @@ def _run_rtl(args: argparse.Namespace) -> int:
     from ..model.replay import SymbolFilter, csv_header
     from ..sim import rtl_replay
 
-    if args.depth != 1:
-        print("tickgate replay: --engine rtl gives the best bid/ask only (--depth 1): the gateware book's "
-              "lookup port answers the top level, not the top N; use --engine model for --depth "
-              f"{args.depth}", file=sys.stderr)
-        return 2
     for name in ("rtl_idle", "rtl_backpressure"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1)")
+    book = rtl_replay.parse_book(args.book)
+    if args.depth > 1:
+        from ..fpga.order_book import LookupSignature
+
+        rtl_replay.check_depth(args.depth, LookupSignature().depth)
     select = SymbolFilter(args.symbols)
     if args.feed is None:
         messages = default_feed()
@@ -187,21 +194,26 @@ def _run_rtl(args: argparse.Namespace) -> int:
         _src, label, _size = _open_source(args)          # the same checks and errors as the model engine
         messages = list(_src)
         feed = rtl_replay.frames_for_feed(args.feed, lenient=args.lenient, messages=messages)
-    params = rtl_replay.RtlParams(idle=args.rtl_idle, backpressure=args.rtl_backpressure, seed=args.rtl_seed)
+    params = rtl_replay.RtlParams(book=book, idle=args.rtl_idle, backpressure=args.rtl_backpressure,
+                                  seed=args.rtl_seed, lookup=args.depth > 1)
     res = rtl_replay.RtlReplay(params).run(feed)
     directory = rtl_replay.Directory(messages)
-    lines = rtl_replay.csv_lines(res.rows, select, directory)
+    if args.depth > 1:
+        lines = rtl_replay.depth_lines(res, args.depth, select, directory)
+    else:
+        lines = rtl_replay.csv_lines(res.rows, select, directory)
     if args.out:
-        _write_atomically(args.out, csv_header(1), lines)
+        _write_atomically(args.out, csv_header(args.depth), lines)
     else:
         out = sys.stdout
-        out.write(csv_header(1))
+        out.write(csv_header(args.depth))
         out.writelines(lines)
         out.flush()
-    return _rtl_summary(sys.stderr, label, res, len(messages), select, directory, args.strict)
+    return _rtl_summary(sys.stderr, label, res, len(messages), select, directory, args.strict, args.depth)
 
 
-def _rtl_summary(err: TextIO, label: str, res, model_messages: int, select, directory, strict: bool) -> int:
+def _rtl_summary(err: TextIO, label: str, res, model_messages: int, select, directory, strict: bool,
+                 depth: int = 1) -> int:
     from ..sim import rtl_replay
 
     c = res.counters
@@ -233,6 +245,13 @@ def _rtl_summary(err: TextIO, label: str, res, model_messages: int, select, dire
         lines.append(f"  latency, cycles from the input beat with a message's last byte to its TopOfBook: {lat}")
     bad = False
     flags = res.flags()
+    if depth > 1:
+        lines.append(f"  --depth {depth}: {len(res.lookups):,} lookups (one per book message applied)")
+        dflags = rtl_replay.depth_flag_counts(res, depth)
+        if dflags:
+            bad = True
+            lines.append(f"  WARNING: the chip's lookups say its --depth {depth} rows may differ from --engine "
+                         "model: " + ", ".join(f"{k} {v:,}" for k, v in dflags.items()))
     if flags and rtl_replay.rows_may_differ(res):
         bad = True
         lines.append("  WARNING: the chip flagged state it cannot track, so its rows may differ from "
