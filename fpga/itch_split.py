@@ -190,16 +190,16 @@ class ItchSplitter(wiring.Component):
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
 
-        # Counter increments are registered and added a cycle later (off the parsing paths).
-        ev_truncated, ev_zero, ev_oversize = Signal(), Signal(), Signal()
-        count(m, self.truncated, ev_truncated, name="inc_truncated")
-        count(m, self.zero_length, ev_zero, name="inc_zero")
-        count(m, self.oversize, ev_oversize, name="inc_oversize")
+        # Counter increments are registered (set by the branches below) and added a cycle later (off the
+        # parsing paths).
+        inc_truncated = count(m, self.truncated, name="inc_truncated")
+        inc_zero = count(m, self.zero_length, name="inc_zero")
+        inc_oversize = count(m, self.oversize, name="inc_oversize")
 
-        def packet_end():
+        def packet_end(truncated):
             """The beat is the packet's last (and is consumed): count a truncation (the restart at the next
             packet is done below for every consumed last beat)."""
-            m.d.comb += ev_truncated.eq(1)
+            return [inc_truncated.eq(1)] if truncated is not None else []
 
         with m.If(go):
             m.d.sync += sop.eq(last & ~stall)
@@ -212,10 +212,10 @@ class ItchSplitter(wiring.Component):
                         with m.If(jh[n]):
                             m.d.sync += buf[n].eq(w)
                 with m.If(last):
-                    packet_end()
+                    m.d.sync += packet_end(1)
             with m.Elif(in_msg & ~endvalid):
                 # The packet ended before the message did.
-                packet_end()
+                m.d.sync += packet_end(1)
             with m.Else():
                 with m.If(in_msg & (phase == _Phase.BODY)):
                     m.d.sync += [
@@ -236,20 +236,18 @@ class ItchSplitter(wiring.Component):
                 with m.Elif(o_lo):
                     m.d.sync += phase.eq(_Phase.LEN_LO)
                     with m.If(last):
-                        packet_end()
+                        m.d.sync += packet_end(1)
                 with m.Elif(o_zero):
-                    m.d.sync += [phase.eq(_Phase.LEN_HI), qh.eq(Mux(n_zmore, n_znext, 1))]
-                    m.d.comb += ev_zero.eq(1)
+                    m.d.sync += [phase.eq(_Phase.LEN_HI), inc_zero.eq(1), qh.eq(Mux(n_zmore, n_znext, 1))]
                 with m.Elif(o_long):
-                    m.d.sync += [phase.eq(_Phase.SKIP), qh.eq(qh_new)]
-                    m.d.comb += ev_oversize.eq(1)
+                    m.d.sync += [phase.eq(_Phase.SKIP), qh.eq(qh_new), inc_oversize.eq(1)]
                     with m.If(last):
-                        packet_end()
+                        m.d.sync += packet_end(1)
                 with m.Else():
                     # A message; with n_d0 it lies wholly in this beat and is emitted next cycle from it (held).
                     m.d.sync += [phase.eq(_Phase.BODY), qh.eq(qh_new)]
                     with m.If(last & ~n_d0):
-                        packet_end()
+                        m.d.sync += packet_end(1)
             # Every consumed last beat ends the packet (a held beat is parsed again next cycle).
             with m.If(last & ~stall):
                 m.d.sync += phase.eq(_Phase.LEN_HI)

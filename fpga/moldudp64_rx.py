@@ -99,8 +99,8 @@ class MoldUDP64Receiver(wiring.Component):
     ``missed`` lag by a cycle); ``status.expected`` is written the cycle after the verdict; the block walker
     tracks the next block as (beats ahead, lane) with every lane's candidate length decoded in parallel;
     the ``count_error`` check and every counter increment are registered (counters lag their event by one
-    to three cycles); the output register is loaded whenever it is free, only ``valid`` depending on the
-    verdict.
+    to three cycles); the output register's payload is loaded with every accepted beat, only ``valid``
+    depending on the verdict.
 
     Members
     -------
@@ -241,7 +241,10 @@ class MoldUDP64Receiver(wiring.Component):
         m.d.comb += inc["truncated"].eq(truncated)
 
         new_session = ns_q
-        control = (count == 0) | (count == 0xFFFF)
+        # count 0 / 0xFFFF decoded at both lanes the count may occupy, selected after the compares
+        c_zero = Mux(s6, be([0, 1]) == 0, be([4, 5]) == 0)
+        c_ones = Mux(s6, be([0, 1]) == 0xFFFF, be([4, 5]) == 0xFFFF)
+        control = c_zero | c_ones
         seq_lt = ~seq_eq & ~seq_gt
         # Shallow: what the deciding beat's output needs (a whole packet forwarded). Deeper (end_le):
         # duplicate vs partial overlap, registered (`end_le_q`) and used from the next cycle on (nothing of
@@ -267,18 +270,15 @@ class MoldUDP64Receiver(wiring.Component):
             m.d.sync += e_new.eq(Mux(control, seq, end_seq))
         with m.If(e_we):
             m.d.sync += [st.expected.eq(e_new), e_hi_m1.eq(e_new[32:] - 1)]
-        with m.If(decide):
-            with m.If(seq_zero):
-                m.d.comb += inc["unsequenced"].eq(1)
-            with m.Else():
-                with m.If(new_session):
-                    m.d.comb += inc["session"].eq(1)
-                    m.d.sync += [st.has_session.eq(1), st.session.as_value().eq(session_now_q)]
-                with m.If(count == 0):
-                    m.d.comb += inc["heartbeat"].eq(1)
-                with m.Elif(count == 0xFFFF):
-                    m.d.comb += inc["end_session"].eq(1)
-                m.d.comb += inc["accepted"].eq(fwd_whole)
+        # Events are plain expressions, not processes: Icarus (-g2012, as cocotb runs it) does not start an
+        # `always @*` block at time 0, and one whose inputs keep their initial values would leave an
+        # increment X.
+        counted = decide & sequenced
+        m.d.comb += [inc["unsequenced"].eq(decide & seq_zero), inc["session"].eq(counted & new_session),
+                     inc["heartbeat"].eq(counted & c_zero), inc["end_session"].eq(counted & c_ones),
+                     inc["accepted"].eq(counted & fwd_whole)]
+        with m.If(counted & new_session):
+            m.d.sync += [st.has_session.eq(1), st.session.as_value().eq(session_now_q)]
 
         m.d.comb += [inc["gap"].eq(gap_event), inc["duplicate"].eq(below_q & end_le_q),
                      inc["overlap"].eq(below_q & ~end_le_q)]
@@ -434,10 +434,13 @@ class MoldUDP64Receiver(wiring.Component):
 
         emit = Signal()
         m.d.comb += emit.eq((decide & fwd_whole & Mux(s6, kp[2], kp[6])) | found | (take & emitting))
-        # The output register is loaded whenever it is free; only `valid` depends on the verdict.
-        with m.If(can_load):
+        # Only `valid` depends on the verdict; the payload is loaded with every accepted beat.
+        with m.If(emit):
+            m.d.sync += o.valid.eq(1)
+        with m.Elif(o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(take):
             m.d.sync += [
-                o.valid.eq(emit),
                 o.payload.data.eq(cur),
                 o.payload.keep.eq(kp & Mux(found, ~(wl - 1), Mux(dec_beat, Mux(s6, 0xFC, 0xC0), 0xFF))),
                 o.payload.last.eq(last),

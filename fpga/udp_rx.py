@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -75,7 +75,7 @@ class UDPReceiver(wiring.Component):
     carry chain: the running sum ``csum``, the previous beat's words ``bw``, registered a cycle late, and
     that beat's words), so the deciding beat only compares registered values (plus, with one tag, the UDP
     port and length, which arrive in it); the output ``keep`` comes from registered masks, and the output
-    register is loaded whenever it is free, only ``valid`` depending on the verdict.
+    register's payload is loaded with every accepted beat, only ``valid`` depending on the verdict.
 
     Rate: one beat per cycle in and out, including back-to-back frames, tagged or not; ``i_stream.ready``
     only drops when the output is stalled (``i_stream.ready = ~o_stream.valid | o_stream.ready``).
@@ -306,46 +306,41 @@ class UDPReceiver(wiring.Component):
         e_last = Signal()
         m.d.comb += [e_keep.eq(kp & Mux(emitting, Mux(rem_le8, rem_mask, 0xFF), first_mask_q)),
                      e_last.eq(last | Mux(emitting, rem_le8, first_end_q))]
-        bad_len_now = Signal()                             # the frame ended before its payload (bad_length)
+        # The verdict and the events are plain expressions (continuous assignments), not processes: Icarus,
+        # in the -g2012 mode cocotb runs it in, does not start an `always @*` block at time 0, and a block
+        # whose inputs keep their initial values would leave a counter's increment X.
+        prior = Const(0, 1)
+        for name, flag in (("not_udp", r_not_udp_q), ("unsupported", r_unsupported_q),
+                           ("bad_checksum", r_bad_checksum), ("bad_length", r_bad_length), ("not_ours", r_not_ours)):
+            m.d.comb += ev[name].eq(decide & ~prior & flag)
+            prior = prior | flag
+        done_first = first_end_q & ((first_mask_q & ~kp) == 0)  # the whole payload is in the deciding beat
+        done_rem = (rem_mask & ~kp) == 0                   # the rest of the payload is in this beat
+        good = decide & hdr_ok
+        pay = take & emitting                              # a payload beat after the deciding one
+        m.d.comb += [
+            emit.eq((good & Mux(one_tag, kp[6], kp[2])) | pay),
+            ev["ok"].eq((good & done_first) | (pay & rem_le8 & done_rem)),
+        ]
+        # The frame ended before its payload did (nothing or part of it came): bad_length.
+        short = (good & ~done_first & last) | (pay & Mux(rem_le8, ~done_rem, last))
 
-        with m.If(decide):
-            with m.If(r_not_udp_q):
-                m.d.comb += ev["not_udp"].eq(1)
-            with m.Elif(r_unsupported_q):
-                m.d.comb += ev["unsupported"].eq(1)
-            with m.Elif(r_bad_checksum):
-                m.d.comb += ev["bad_checksum"].eq(1)
-            with m.Elif(r_bad_length):
-                m.d.comb += ev["bad_length"].eq(1)
-            with m.Elif(r_not_ours):
-                m.d.comb += ev["not_ours"].eq(1)
-            with m.Elif(first_end_q & ((first_mask_q & ~kp) == 0)):
-                m.d.comb += ev["ok"].eq(1)
-            with m.Elif(last):
-                m.d.comb += bad_len_now.eq(1)             # nothing or part of the payload came
-            with m.Else():
-                m.d.sync += emitting.eq(1)
-        m.d.comb += emit.eq(decide & hdr_ok & Mux(one_tag, kp[6], kp[2]))
-
-        with m.If(take & emitting):
-            m.d.comb += emit.eq(1)
-            with m.If(rem_le8):
+        with m.If(good & ~done_first & ~last):
+            m.d.sync += emitting.eq(1)
+        with m.If(pay):
+            with m.If(rem_le8 | last):
                 m.d.sync += emitting.eq(0)
-                with m.If((rem_mask & ~kp) == 0):
-                    m.d.comb += ev["ok"].eq(1)
-                with m.Else():
-                    m.d.comb += bad_len_now.eq(1)
-            with m.Elif(last):
-                m.d.sync += emitting.eq(0)
-                m.d.comb += bad_len_now.eq(1)
             with m.Else():
                 m.d.sync += [rem.eq(rem - 8), rem_mask.eq(rm8_mask), rem_le8.eq(rem <= 16),
                              rm8_mask.eq(Mux(rem >= 24, 0xFF, Mux(rem < 16, 0, keep_mask(rem[:3]))))]
 
-        # The output register is loaded whenever it is free; only `valid` depends on the verdict.
-        with m.If(can_load):
+        # Only `valid` depends on the verdict; the payload is loaded with every accepted beat.
+        with m.If(emit):
+            m.d.sync += o.valid.eq(1)
+        with m.Elif(o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(take):
             m.d.sync += [
-                o.valid.eq(emit),
                 o.payload.data.eq(cur),
                 o.payload.keep.eq(e_keep),
                 o.payload.last.eq(e_last),
@@ -353,6 +348,6 @@ class UDPReceiver(wiring.Component):
 
         # At most one event per cycle (each input beat belongs to one frame): counted a cycle later.
         for name in UDP_COUNTERS:
-            event = ev[name] | bad_len_now if name == "bad_length" else ev[name]
+            event = ev[name] | short if name == "bad_length" else ev[name]
             count(m, getattr(self.counters, name), event, name=f"inc_{name}")
         return m

@@ -71,6 +71,7 @@ class PipelineTB:
         self.applied: dict[int, int] = {}      # seq -> cycle
         self.bp = None
         dut.m_axis_tready.value = 1
+        dut.s_axis_tvalid.value = 0                # driven from time 0 (undriven is X on Icarus)
         dut.lookup__valid.value = 0
         dut.lookup__locate.value = 0
         dut.gap_clear.value = 0
@@ -158,6 +159,9 @@ async def _run_clean(dut, idle, backpressure, seed):
     beats_before = len(tb.beats_in)
     await tb.send(frames, idle=idle, seed=seed)
     await tb.drain()
+    unknown = [n for n in dir(dut) if n.startswith(("counters__", "status__")) and "$" not in n
+               and not getattr(dut, n).value.is_resolvable]
+    assert not unknown, f"X/Z in {sorted(unknown)}"
     flags = {n: int(getattr(dut, f"counters__book__{n}").value) for n in ("table_full", "no_slot", "out_of_range")
              if hasattr(dut, f"counters__book__{n}")}
     assert not any(flags.values()), f"the test feed overflows the small book: {flags}"
