@@ -46,6 +46,10 @@ SIMULATORS = ("verilator", "icarus")
 # small models and still runs far faster than Python drives it.
 VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
 VERILATOR_ARGS = ("-Wno-WIDTH", "-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast")
+#: Icarus reads the converted Verilog as Verilog-2005 (after cocotb's -g2012): only then does the time-0
+#: trigger Yosys gives every `always @*` block start it (with -g2012 a block whose inputs keep their initial
+#: values stays X: the book's counters did).
+ICARUS_ARGS = ("-g2005",)
 
 
 class SimulatorMissing(RuntimeError):
@@ -185,7 +189,8 @@ def run(top, *, toplevel: str, test_module: str, simulator: str = "verilator", t
         raise SimulatorMissing(reason)
 
     source = convert(top, toplevel)
-    key = hashlib.sha256(f"{_tool_id(simulator)}\n{waves}\n{source}".encode()).hexdigest()[:16]
+    build_args = list(VERILATOR_ARGS if simulator == "verilator" else ICARUS_ARGS)
+    key = hashlib.sha256(f"{_tool_id(simulator)}\n{build_args}\n{waves}\n{source}".encode()).hexdigest()[:16]
     root = Path(build_root or BUILD_ROOT)
     build_dir = root / f"{toplevel}-{simulator}-{key}"
     env = _env()
@@ -207,7 +212,7 @@ def run(top, *, toplevel: str, test_module: str, simulator: str = "verilator", t
                     sources=[build_dir / f"{toplevel}.v"],
                     hdl_toplevel=toplevel,
                     build_dir=build_dir,
-                    build_args=list(VERILATOR_ARGS) if simulator == "verilator" else [],
+                    build_args=build_args,
                     timescale=("1ns", "1ps"),
                     waves=waves,
                     always=True,
