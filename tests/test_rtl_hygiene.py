@@ -5,7 +5,8 @@ A signal driven partly by a process and partly by plain connections comes out of
 makes a simulator run them at time 0. Icarus then runs such a block only when one of its sources changes,
 so a slice whose sources keep their initial value all run stays X (Verilator evaluates everything at time
 0, so its runs do not show it). It once made the book's ``stale`` flag X in every TopOfBook record, and
-left two slices of the decoder's BookOp without the trigger.
+left two slices of the decoder's BookOp without the trigger. (The trigger itself only works when Icarus reads
+the Verilog as Verilog-2005: tickgate.sim.runner.ICARUS_ARGS.)
 """
 
 from __future__ import annotations
