@@ -13,7 +13,8 @@ from .counters import count
 
 __all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY"]
 
-#: Cycles from an accepted input message to its BookOp on ``o_stream`` (valid high).
+#: Cycles from an accepted input message to its BookOp on ``o_stream`` (valid high), registered decoder
+#: (the default). ``ItchDecoder(registered=False)`` has none: see :attr:`ItchDecoder.latency`.
 LATENCY = 1
 
 #: Message type codes in the order of :attr:`ItchDecoder.counts` (the specification's order).
@@ -76,15 +77,23 @@ class ItchDecoder(wiring.Component):
     ``unknown``; both are emitted as ``OTHER`` (with ``seq`` and ``locate``) so downstream numbering stays
     aligned. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
 
-    Latency: :data:`LATENCY` = 1 cycle (one register stage). Rate: one message per cycle; the stage holds
-    while ``o_stream`` is not ready (``i_stream.ready = ~o_stream.valid | o_stream.ready``). The counter
-    increments are registered (counters lag their message by two cycles), so the type decode drives only
-    the BookOp register and one flip-flop per counter.
+    Latency (:attr:`latency`): with ``registered=True`` (the default) :data:`LATENCY` = 1 cycle, one
+    register stage that holds while ``o_stream`` is not ready (``i_stream.ready = ~o_stream.valid |
+    o_stream.ready``). With ``registered=False`` the decoder is combinational (latency 0: ``o_stream`` is
+    ``i_stream`` decoded, ``i_stream.ready = o_stream.ready``), for a consumer that registers its input
+    anyway: in :class:`~tickgate.fpga.market_data.MarketDataPipeline` the book's first stage is that
+    register (every book-message field but the kind sits at the same offset in every type, so the decode
+    in front of the book's table reads is a gate, not a mux). Rate: one message per cycle either way. The
+    counter increments are registered (a counter lags its message's handshake by two cycles), so the type
+    decode drives only the BookOp and one flip-flop per counter.
     """
 
-    def __init__(self, *, counter_width: int = 32):
+    def __init__(self, *, counter_width: int = 32, registered: bool = True):
         if not isinstance(counter_width, int) or counter_width <= 0:
             raise TypeError(f"counter_width must be a positive integer, not {counter_width!r}")
+        if not isinstance(registered, bool):
+            raise TypeError(f"registered must be a bool, not {registered!r}")
+        self.registered = registered
         super().__init__({
             "i_stream": In(stream.Signature(ItchMessage)),
             "o_stream": Out(stream.Signature(BookOp)),
@@ -92,6 +101,11 @@ class ItchDecoder(wiring.Component):
             "unknown": Out(counter_width),
             "malformed": Out(counter_width),
         })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an accepted message to its BookOp: :data:`LATENCY` registered, 0 combinational."""
+        return LATENCY if self.registered else 0
 
     def elaborate(self, platform):
         m = Module()
@@ -123,13 +137,16 @@ class ItchDecoder(wiring.Component):
         # Unknown types keep kind OTHER (0) and the other fields 0.
 
         take = i.valid & i.ready
-        with m.If(o.ready):
-            m.d.sync += o.valid.eq(0)
-        m.d.comb += i.ready.eq(~o.valid | o.ready)
-        with m.If(take):
-            m.d.sync += [o.valid.eq(1), o.payload.seq.eq(i.payload.seq),
-                         o.payload.locate.eq(big_endian(msg, itch.HEADER, "stock_locate"))]
-            m.d.sync += [getattr(o.payload, name).eq(getattr(op, name)) for name, _ in op.shape()]
+        fields = [o.payload.seq.eq(i.payload.seq), o.payload.locate.eq(big_endian(msg, itch.HEADER, "stock_locate"))]
+        fields += [getattr(o.payload, name).eq(getattr(op, name)) for name, _ in op.shape()]
+        if self.registered:
+            with m.If(o.ready):
+                m.d.sync += o.valid.eq(0)
+            m.d.comb += i.ready.eq(~o.valid | o.ready)
+            with m.If(take):
+                m.d.sync += [o.valid.eq(1), *fields]
+        else:
+            m.d.comb += [o.valid.eq(i.valid), i.ready.eq(o.ready), *fields]
 
         # Counters: increments registered (only the BookOp register sits behind the type decode).
         count(m, self.unknown, take & ~known, name="inc_unknown")

@@ -11,7 +11,6 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .book_records import TopOfBook
-from .itch_decode import LATENCY as DECODE_LATENCY
 from .itch_decode import ItchDecoder
 from .itch_split import LATENCY as SPLIT_LATENCY
 from .itch_split import ItchSplitter
@@ -28,9 +27,10 @@ __all__ = ["MarketDataPipeline", "MarketDataTop", "LATENCY", "LATENCY_BY_LANE"]
 #: End-to-end latency (cycles, no stalls) from the cycle the input beat carrying a message's last byte is
 #: accepted to the cycle its TopOfBook record (or ``applied`` strobe) leaves the book, for every message,
 #: every frame lane of that byte and 0, 1 or 2 VLAN tags: the sum of the blocks' latencies, UDP 1 +
-#: MoldUDP64 1 + splitter 1 + decoder 1 + book (``MarketBook.LATENCY``, 6: 10 in all). Asserted on every
-#: message by ``tests/test_pipeline.py`` and measured by ``tickgate.sim.rtl_replay``.
-LATENCY = UDP_LATENCY + MOLD_LATENCY + SPLIT_LATENCY + DECODE_LATENCY + MarketBook.LATENCY
+#: MoldUDP64 1 + splitter 1 + decoder 0 (combinational here: the book's input stage registers its BookOp)
+#: + book (``MarketBook.LATENCY``, 7): 10 in all. Asserted on every message by ``tests/test_pipeline.py``
+#: and measured by ``tickgate.sim.rtl_replay``.
+LATENCY = UDP_LATENCY + MOLD_LATENCY + SPLIT_LATENCY + 0 + MarketBook.LATENCY     # 0: ItchDecoder(registered=False)
 #: The same by frame lane 0..7 (one figure: no block realigns its stream any more), for callers that index it.
 LATENCY_BY_LANE = (LATENCY,) * 8
 
@@ -66,7 +66,7 @@ class MarketDataPipeline(wiring.Component):
 
     End-to-end latency, no stalls (``i_stream`` beats back to back, ``o_stream`` ready), from the cycle the
     input beat carrying a message's last byte is accepted to the cycle its TopOfBook (and ``applied``) is
-    out: front end (UDP 1, MoldUDP64 1, splitter 1, decoder 1) + book (6) = :data:`LATENCY` = **10 cycles**
+    out: front end (UDP 1, MoldUDP64 1, splitter 1, decoder 0) + book (7) = :data:`LATENCY` = **10 cycles**
     for every message type (REPLACE included), every frame lane of that byte and 0, 1 or 2 VLAN tags, the
     last message of a packet included; asserted on every message by tests/test_pipeline.py. No block
     realigns its stream: the UDP receiver forwards the frame's beats with ``keep`` cleared outside the
@@ -89,7 +89,7 @@ class MarketDataPipeline(wiring.Component):
         self.udp = UDPReceiver(dst_ip=dst_ip, dst_port=dst_port, dst_mac=dst_mac, counter_width=counter_width)
         self.mold = MoldUDP64Receiver(counter_width=counter_width)
         self.split = ItchSplitter(counter_width=counter_width)
-        self.decode = ItchDecoder(counter_width=counter_width)
+        self.decode = ItchDecoder(counter_width=counter_width, registered=False)
         self.book = MarketBook(**(book or {}))
         members = {
             "i_stream": In(ByteStream()),

@@ -21,6 +21,9 @@ def test_bad_parameters():
         for bad in (0, -3, 1.5, None):
             with pytest.raises(TypeError, match="counter_width"):
                 ItchDecoder(counter_width=bad)
+        for bad in (0, 1, "yes", None):
+            with pytest.raises(TypeError, match="registered"):
+                ItchDecoder(registered=bad)
         gc.collect()
 
 
@@ -46,11 +49,13 @@ def test_expected_op_examples():
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-def test_rtl(simulator):
-    """The whole cocotb suite in one simulator run (the recorded-feed tests skip when the data is absent)."""
+@pytest.mark.parametrize("simulator,registered", [("verilator", True), ("icarus", True), ("verilator", False)])
+def test_rtl(simulator, registered):
+    """The whole cocotb suite in one simulator run (the recorded-feed tests skip when the data is absent),
+    on the registered decoder and on the combinational one (latency 0) the pipeline uses."""
     from .conftest import run_cocotb
 
-    result = run_cocotb(ItchDecoder(), toplevel="itch_decode", test_module="tickgate.sim.tb_itch_decode",
-                        simulator=simulator)
+    result = run_cocotb(ItchDecoder(registered=registered), toplevel="itch_decode",
+                        test_module="tickgate.sim.tb_itch_decode", simulator=simulator,
+                        extra_env={"TICKGATE_DECODE_REGISTERED": "1" if registered else "0"})
     assert len(result.tests) == 4 + 4 + 1

@@ -41,14 +41,21 @@ def test_ports():
 
 def test_latency_is_uniform():
     """The stated end-to-end latency is one figure, the blocks' sum: each front-end block forwards every byte
-    one cycle after its input beat (no realignment, no flush beat), so the front end adds 4 to the book."""
-    from tickgate.fpga import itch_decode, itch_split, market_data, moldudp64_rx, udp_rx
+    one cycle after its input beat (no realignment, no flush beat), the decoder is combinational inside the
+    pipeline (the book's input stage is its register), so the front end adds 3 to the book."""
+    from tickgate.fpga import itch_split, market_data, moldudp64_rx, udp_rx
     from tickgate.fpga.order_book import MarketBook
 
     for mod in (udp_rx, moldudp64_rx):
         assert mod.LATENCY_MAX == mod.LATENCY == 1, mod.__name__
-    front = udp_rx.LATENCY + moldudp64_rx.LATENCY + itch_split.LATENCY + itch_decode.LATENCY
-    assert front == 4
+    pipeline = market_data.MarketDataPipeline()
+    pipeline._MustUse__silence = True           # not elaborated
+    assert not pipeline.decode.registered and pipeline.decode.latency == 0
+    pipeline.decode._MustUse__silence = True
+    for block in (pipeline.udp, pipeline.mold, pipeline.split, pipeline.book):
+        block._MustUse__silence = True
+    front = udp_rx.LATENCY + moldudp64_rx.LATENCY + itch_split.LATENCY + pipeline.decode.latency
+    assert front == 3
     assert market_data.LATENCY == front + MarketBook.LATENCY
     assert market_data.LATENCY_BY_LANE == (market_data.LATENCY,) * 8
 
