@@ -829,10 +829,11 @@ class MarketBook(wiring.Component):
                 suma[i].eq(e.lv[i].sz + op5.x),
             ]
         gtb = p_a > e.bound
+        gtd = p_d > e.bound
         B_layout = data.StructLayout({
             "op": lv_layout, "e": side_layout, "live": K, "md": K, "rm": K, "ma": K, "ba": K,
             "sumd": data.ArrayLayout(32, K), "suma": data.ArrayLayout(32, K),
-            "ovf_any": 1, "ovf_eq_d": 1, "beats": 1, "o_d": 48, "o_a": 48, "o_da": 48, "o_k": 48,
+            "ovf_any": 1, "ovf_eq_d": 1, "beats": 1, "beats_d": 1, "o_d": 48, "o_a": 48, "o_da": 48, "o_k": 48,
             "new_eq0": 1, "o_px": 32, "o_sz": 32, "o_unk": 1, "o_deg": 1,
         })
         bq = Signal(B_layout)
@@ -841,6 +842,7 @@ class MarketBook(wiring.Component):
             bq.ba.eq(ba),
             bq.ovf_any.eq(e.ovf != 0), bq.ovf_eq_d.eq(e.ovf == s_d),
             bq.beats.eq(Mux(op5.buy, gtb, ~gtb & (p_a != e.bound))),
+            bq.beats_d.eq(Mux(op5.buy, gtd, ~gtd & (p_d != e.bound))),
             bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op5.sda),
             bq.o_k.eq(e.ovf + e.lv[K - 1].sz),
             bq.new_eq0.eq((e.lv[0].px == p_a) & (e.lv[0].sz == s_a)),
@@ -858,7 +860,10 @@ class MarketBook(wiring.Component):
         for i in range(K):
             m.d.comb += Rt[i].eq(q.rm[:i + 1].any())
         rm_any = Rt[K - 1]
-        del_untracked = q.op.del_en & ~q.md.any()
+        # the deleted order is untracked iff its price has no level (md), which by the bound's invariant
+        # (with overflow, tracked levels are strictly better than B, untracked orders at or worse) is a
+        # compare stage A makes: no OR over the K entries here
+        del_untracked = q.op.del_en & q.ovf_any & ~q.beats_d
         ovf1_any = Mux(del_untracked, ~q.ovf_eq_d, q.ovf_any)
         bound1 = Mux(del_untracked & q.ovf_eq_d, 0, eB.bound)
         hit_a = (q.ma & ~q.rm).any()
