@@ -21,10 +21,16 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
-__all__ = ["ClockedTB", "StreamTB", "MODES", "idle_pattern", "random_pattern"]
+__all__ = ["ClockedTB", "StreamTB", "MODES", "back_to_back", "idle_pattern", "random_pattern"]
 
 #: ``@cocotb.parametrize(**MODES)``: a test with and without source idle cycles and sink backpressure.
 MODES = dict(idle=[False, True], backpressure=[False, True])
+
+
+def back_to_back(cycles) -> bool:
+    """Whether ``cycles`` (e.g. the accept cycles of a run's input beats) is non-empty and consecutive, one
+    beat every cycle."""
+    return bool(cycles) and list(cycles) == list(range(cycles[0], cycles[0] + len(cycles)))
 
 
 def idle_pattern():

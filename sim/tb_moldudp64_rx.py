@@ -13,9 +13,8 @@ import cocotb
 from cocotbext.axi import AxiStreamFrame
 
 from tickgate.fpga.moldudp64_rx import LATENCY, LATENCY_MAX, MIN_MESSAGE, MOLD_COUNTERS
-from tickgate.sim.tb import StreamTB
+from tickgate.sim.tb import MODES, StreamTB, back_to_back
 
-MATRIX = dict(idle=[False, True], backpressure=[False, True])
 #: Lanes a packet's first byte may arrive in (UDPReceiver's output: untagged or two VLAN tags, one tag).
 START_LANES = (2, 6)
 #: Cycles from a packet's first input beat to its first output beat (the deciding beat: beat 2 from lane 2,
@@ -149,32 +148,35 @@ def session_packets(rng, session: bytes, first: int, n: int, max_count=6):
     return out, seq
 
 
-async def setup(dut, idle, backpressure, seed=1):
-    tb = StreamTB(dut)
-    tb.sent_lanes = []                      # start lane of every packet sent
-    tb.set_inputs(gap_clear=0)
-    tb.configure(idle, backpressure, seed)
-    await tb.reset()
-    return tb
+class MoldRxTB(StreamTB):
+    """MoldUDP64Receiver's gap_clear input, counters and status; packets sent at a start lane."""
 
+    INPUTS = dict(gap_clear=0)
 
-def status(dut) -> dict:
-    return {
-        "has_session": int(dut.status__has_session.value),
-        "session": int(dut.status__session.value).to_bytes(10, "little"),
-        "expected": int(dut.status__expected.value),
-        "gap": bool(dut.status__gap.value),
-        "first_missing": int(dut.status__first_missing.value),
-    }
+    def __init__(self, dut):
+        super().__init__(dut)
+        self.sent_lanes: list[int] = []     # start lane of every packet sent (a reset keeps them)
 
+    def counters(self) -> dict:
+        return {name: int(getattr(self.dut, f"counters__{name}").value) for name in MOLD_COUNTERS}
 
-async def send(tb, pkt: bytes, lane: int | None = None):
-    """Send one packet starting at ``lane`` of its first beat (the lanes below it not kept); by default the
-    START_LANES in turn."""
-    if lane is None:
-        lane = START_LANES[len(tb.sent_lanes) % len(START_LANES)]
-    tb.sent_lanes.append(lane)
-    await tb.source.send(AxiStreamFrame(bytes(lane) + pkt, tkeep=[0] * lane + [1] * len(pkt)))
+    def status(self) -> dict:
+        dut = self.dut
+        return {
+            "has_session": int(dut.status__has_session.value),
+            "session": int(dut.status__session.value).to_bytes(10, "little"),
+            "expected": int(dut.status__expected.value),
+            "gap": bool(dut.status__gap.value),
+            "first_missing": int(dut.status__first_missing.value),
+        }
+
+    async def send(self, pkt: bytes, lane: int | None = None):
+        """Send one packet starting at ``lane`` of its first beat (the lanes below it not kept); by default the
+        START_LANES in turn."""
+        if lane is None:
+            lane = START_LANES[len(self.sent_lanes) % len(START_LANES)]
+        self.sent_lanes.append(lane)
+        await self.source.send(AxiStreamFrame(bytes(lane) + pkt, tkeep=[0] * lane + [1] * len(pkt)))
 
 
 async def check(tb, model: MoldModel, pkts, lanes=None):
@@ -183,7 +185,7 @@ async def check(tb, model: MoldModel, pkts, lanes=None):
     before = len(model.out)
     for k, p in enumerate(pkts):
         model.feed(p)
-        await send(tb, p, None if lanes is None else lanes[k])
+        await tb.send(p, None if lanes is None else lanes[k])
     want = model.out[before:]
     got = await tb.recv_all(len(want))
     await tb.drain()
@@ -192,9 +194,8 @@ async def check(tb, model: MoldModel, pkts, lanes=None):
         assert frame.tdata == area, f"packet {k}: got {frame.tdata.hex()} want {area.hex()}"
         users = set(frame.tuser) if isinstance(frame.tuser, list) else {frame.tuser}   # compacted when constant
         assert users == {seq}, f"packet {k}: user {users} want {seq}"
-    counts = {name: int(getattr(tb.dut, f"counters__{name}").value) for name in MOLD_COUNTERS}
-    assert counts == model.counts
-    st = status(tb.dut)
+    assert tb.counters() == model.counts
+    st = tb.status()
     want_status = {"has_session": int(model.session is not None),
                    "session": model.session or bytes(10), "expected": model.expected & MASK64,
                    "gap": model.gap, "first_missing": model.first_missing}
@@ -202,10 +203,10 @@ async def check(tb, model: MoldModel, pkts, lanes=None):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_in_order(dut, idle, backpressure):
     """One session in order: every packet forwarded once, sequence in user, no gap."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await MoldRxTB.start(dut, idle, backpressure)
     rng = random.Random(1)
     pkts, nxt = session_packets(rng, b"0000012345", 1, 40)
     # one-message packets of 7..15 bytes: every block-area length mod 8
@@ -214,15 +215,14 @@ async def test_in_order(dut, idle, backpressure):
     await check(tb, model, pkts)
     assert model.counts["accepted"] == len(pkts) and model.counts["gap"] == 0
     if not idle and not backpressure:
-        cycles = [c for c, _ in tb.beats_in]
-        assert cycles == list(range(cycles[0], cycles[0] + len(cycles))), "input stalled"
+        assert back_to_back([c for c, _ in tb.beats_in]), "input stalled"
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_ab_dedupe(dut, idle, backpressure):
     """Feeds A and B merged with skew and losses on each side: each packet comes out once, no gap."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await MoldRxTB.start(dut, idle, backpressure)
     rng = random.Random(2)
     a, _ = session_packets(rng, b"SESSION-AB", 1, 60)
     merged, ia, ib = [], 0, 0
@@ -245,10 +245,10 @@ async def test_ab_dedupe(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_gaps_and_control(dut, idle, backpressure):
     """Gaps from data, heartbeats and end of session; overlap; duplicates; a new session; gap_clear."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await MoldRxTB.start(dut, idle, backpressure)
     rng = random.Random(3)
     s1, s2 = b"AAAAAAAAAA", b"BBBBBBBBBB"
     m = lambda n: random_messages(rng, n)
@@ -280,10 +280,10 @@ async def test_gaps_and_control(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_malformed(dut, idle, backpressure):
     """Truncated headers dropped; count mismatches forwarded and counted; the block never hangs."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await MoldRxTB.start(dut, idle, backpressure)
     rng = random.Random(4)
     s = b"MALFORMED1"
     m = lambda n: random_messages(rng, n)
@@ -306,12 +306,12 @@ async def test_malformed(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_latency(dut, idle, backpressure):
     """Without stalls, output beat k of a packet (its deciding beat + k, not realigned) is accepted exactly
     FIRST_BEAT_LATENCY[start lane] + k cycles after its first input beat, at both start lanes and every
     area length mod 8."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await MoldRxTB.start(dut, idle, backpressure)
     rng = random.Random(5)
     s = b"LATENCY001"
     pkts, seq = [], 1
@@ -336,10 +336,10 @@ async def test_latency(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_random(dut, idle, backpressure):
     """A random A/B feed with losses, reordering within a window, heartbeats and a session change."""
-    tb = await setup(dut, idle, backpressure, seed=9)
+    tb = await MoldRxTB.start(dut, idle, backpressure, seed=9)
     rng = random.Random(6)
     s = b"RANDOM0001"
     a, nxt = session_packets(rng, s, 1, 50)
@@ -379,11 +379,11 @@ def assert_last_byte_latency(tb, pkts):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_unsequenced(dut, idle, backpressure):
     """Sequence 0 (zeroed session and sequence, as in the anonymised captures): forwarded in order, counted,
     sequencing untouched, before and after a session is adopted."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await MoldRxTB.start(dut, idle, backpressure)
     rng = random.Random(8)
     z = bytes(10)
     s = b"SEQUENCED1"
@@ -398,11 +398,11 @@ async def test_unsequenced(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_partial_overlap(dut, idle, backpressure):
     """A packet starting below and ending above the expected sequence: its new tail alone is forwarded,
     starting at every lane; user = the first new sequence; no gap follows."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await MoldRxTB.start(dut, idle, backpressure)
     rng = random.Random(9)
     s = b"OVERLAP001"
     pkts, seq = [], 1
@@ -425,11 +425,11 @@ async def test_partial_overlap(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_ab_repacked(dut, idle, backpressure):
     """Lines A and B carry the same messages packed differently, with losses: the merge is lossless (every
     message once, in order) wherever one line covers what the other lost."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await MoldRxTB.start(dut, idle, backpressure)
     rng = random.Random(10)
     s = b"REPACKED01"
     msgs = random_messages(rng, 300, hi=40)
@@ -465,7 +465,7 @@ async def test_ab_repacked(dut, idle, backpressure):
 @cocotb.test()
 async def test_smoke(dut):
     """A few packets, for the second simulator."""
-    tb = await setup(dut, False, False)
+    tb = await MoldRxTB.start(dut)
     rng = random.Random(7)
     pkts, _ = session_packets(rng, b"SMOKE00001", 1, 3)
     await check(tb, MoldModel(), pkts + pkts[:1])

@@ -18,12 +18,11 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from tickgate.fpga.udp_rx import DEFAULT_GROUP, DEFAULT_PORT, LATENCY, LATENCY_MAX, TPIDS, UDP_COUNTERS, multicast_mac
-from tickgate.sim.tb import StreamTB
+from tickgate.sim.tb import MODES, StreamTB, back_to_back
 
 GROUP = "233.54.12.111"
 OTHER_GROUP = "233.54.12.112"
 SRC_MAC = "00:11:22:33:44:55"
-MATRIX = dict(idle=[False, True], backpressure=[False, True])
 
 #: Cycles from a frame's first input beat to its first output beat (its deciding beat, 5 or 6, not realigned),
 #: with no stalls, by VLAN tags (UDPReceiver).
@@ -135,19 +134,18 @@ def bad_frames(rng: random.Random) -> list[bytes]:
     return frames
 
 
-async def setup(dut, idle, backpressure, seed=1, match_mac=False, **inputs):
-    tb = StreamTB(dut)
-    tb.set_inputs(dst_ip=DEFAULT_GROUP, dst_port=DEFAULT_PORT, dst_mac=multicast_mac(DEFAULT_GROUP),
-                  match_mac=int(match_mac), match_ip=1, match_port=1, match_vlan=0, vlan_id=0,
-                  zero_checksum_ok=0)
-    tb.set_inputs(**{k: int(v) for k, v in inputs.items()})
-    tb.configure(idle, backpressure, seed)
-    await tb.reset()
-    return tb
+class UdpRxTB(StreamTB):
+    """UDPReceiver's filter registers (``INPUTS``: its defaults, no MAC or VLAN match) and counters."""
 
+    INPUTS = dict(dst_ip=DEFAULT_GROUP, dst_port=DEFAULT_PORT, dst_mac=multicast_mac(DEFAULT_GROUP), match_mac=0,
+                  match_ip=1, match_port=1, match_vlan=0, vlan_id=0, zero_checksum_ok=0)
 
-def counters(dut) -> dict:
-    return {name: int(getattr(dut, f"counters__{name}").value) for name in UDP_COUNTERS}
+    def set_inputs(self, **values):
+        """As :meth:`ClockedTB.set_inputs`, flags given as bools too (the model takes the same keywords)."""
+        super().set_inputs(**{k: int(v) for k, v in values.items()})
+
+    def counters(self) -> dict:
+        return {name: int(getattr(self.dut, f"counters__{name}").value) for name in UDP_COUNTERS}
 
 
 async def check(tb, frames, **model_args):
@@ -163,29 +161,28 @@ async def check(tb, frames, **model_args):
     assert tb.sink.empty(), "extra output packets"
     for k, (frame, want) in enumerate(zip(got, want_out)):
         assert frame.tdata == want, f"packet {k}: got {frame.tdata.hex()} want {want.hex()}"
-    assert counters(tb.dut) == want_counts
+    assert tb.counters() == want_counts
     return expect
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_good_frames(dut, idle, backpressure):
     """Every payload length 1..24, random lengths, a full 1472-byte datagram: exact bytes out, ok counted."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await UdpRxTB.start(dut, idle, backpressure)
     rng = random.Random(11)
     frames = good_frames(rng, 20)
     await check(tb, frames)
     if not idle and not backpressure:
         # full rate: the source never waited, frames back to back
-        cycles = [c for c, _ in tb.beats_in]
-        assert cycles == list(range(cycles[0], cycles[0] + len(cycles))), "input stalled"
+        assert back_to_back([c for c, _ in tb.beats_in]), "input stalled"
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_bad_frames(dut, idle, backpressure):
     """Each kind of bad frame between good ones: nothing of a dropped frame is forwarded, one count each."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await UdpRxTB.start(dut, idle, backpressure)
     frames = bad_frames(random.Random(5))
     expect = await check(tb, frames)
     reasons = {name for name, _ in expect}
@@ -193,10 +190,10 @@ async def test_bad_frames(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_match_mac(dut, idle, backpressure):
     """With match_mac set, a frame to the right group/port but another MAC is not ours."""
-    tb = await setup(dut, idle, backpressure, match_mac=True)
+    tb = await UdpRxTB.start(dut, idle, backpressure, match_mac=1)
     p = bytes(range(20))
     frames = [udp_frame(p, mac="01:00:5e:00:00:01"), udp_frame(p), udp_frame(p, mac=SRC_MAC)]
     await check(tb, frames, match_mac=True)
@@ -226,11 +223,11 @@ def assert_latency(tb, frames, **model_args):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_latency(dut, idle, backpressure):
     """Without stalls, output beat k of a frame is accepted exactly 6 + k cycles after its first input beat, one
     cycle after its input beat, whatever the payload's length (no flush beat)."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await UdpRxTB.start(dut, idle, backpressure)
     rng = random.Random(3)
     frames = [udp_frame(bytes(rng.randrange(256) for _ in range(k))) for k in (1, 2, 6, 7, 8, 9, 14, 15, 16, 100, 18)]
     await check(tb, frames)
@@ -240,11 +237,11 @@ async def test_latency(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_vlan(dut, idle, backpressure):
     """0, 1 and 2 VLAN tags (802.1Q; 802.1ad + 802.1Q), every payload length 1..24 (every lane alignment), mixed
     back to back: exact bytes, full rate, first-beat latency 6 / 6 / 7 + k, every beat 1 cycle."""
-    tb = await setup(dut, idle, backpressure)
+    tb = await UdpRxTB.start(dut, idle, backpressure)
     rng = random.Random(21)
     frames = []
     for k in list(range(1, 25)) + [rng.randrange(25, 300) for _ in range(6)] + [1472]:
@@ -254,16 +251,15 @@ async def test_vlan(dut, idle, backpressure):
     expect = await check(tb, frames)
     assert {name for name, _ in expect} == {"ok"}
     if not idle and not backpressure:
-        cycles = [c for c, _ in tb.beats_in]
-        assert cycles == list(range(cycles[0], cycles[0] + len(cycles))), "input stalled"
+        assert back_to_back([c for c, _ in tb.beats_in]), "input stalled"
         assert_latency(tb, frames)
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_vlan_bad(dut, idle, backpressure):
     """Tagged frames: truncated inside the longer header, not IPv4 after the tag, bad checksum, VLAN match."""
-    tb = await setup(dut, idle, backpressure, match_vlan=1, vlan_id=141)
+    tb = await UdpRxTB.start(dut, idle, backpressure, match_vlan=1, vlan_id=141)
     rng = random.Random(22)
     p = lambda k=30: bytes(rng.randrange(256) for _ in range(k))
     one = udp_frame(p(20), vlans=(141,), pad=False)
@@ -283,10 +279,10 @@ async def test_vlan_bad(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_promiscuous(dut, idle, backpressure):
     """match_ip/match_port off: any destination is ours; zero_checksum_ok: a zero IPv4 checksum passes."""
-    tb = await setup(dut, idle, backpressure, match_ip=0, match_port=0, zero_checksum_ok=1)
+    tb = await UdpRxTB.start(dut, idle, backpressure, match_ip=0, match_port=0, zero_checksum_ok=1)
     rng = random.Random(23)
     p = lambda k=30: bytes(rng.randrange(256) for _ in range(k))
     frames = [udp_frame(p(), dst="10.1.2.3", dport=1), udp_frame(p(), ip={"chksum": 0}, vlans=(141,)),
@@ -303,7 +299,7 @@ def _captures(kind: str) -> list[Path]:
 
 
 @cocotb.test()
-@cocotb.parametrize(idle=[False, True], backpressure=[False, True])
+@cocotb.parametrize(**MODES)
 async def test_captures(dut, idle, backpressure):
     """Every recorded capture (VLAN 141/142 tagged): the payloads equal tickgate.wire.net.parse_udp_frame's.
     Live captures with their group and port matched; the anonymised ones (0.0.0.0:0, checksum 0) with
@@ -312,7 +308,7 @@ async def test_captures(dut, idle, backpressure):
     from tickgate.wire.pcap import read_frames
 
     live, payloads = _captures("live"), _captures("payloads")
-    tb = await setup(dut, idle, backpressure)
+    tb = await UdpRxTB.start(dut, idle, backpressure)
     if not live:
         tb.log.warning("recorded captures not found (TICKGATE_DATA): skipped")
         return
@@ -327,7 +323,7 @@ async def test_captures(dut, idle, backpressure):
         for (ip, port), items in sorted(by_dest.items()):
             ip_int = struct.unpack(">I", bytes(map(int, ip.split("."))))[0]
             tb.set_inputs(dst_ip=ip_int, dst_port=port, match_ip=1, match_port=1, zero_checksum_ok=0)
-            tb.set_inputs(**{k: int(v) for k, v in inputs.items()})
+            tb.set_inputs(**inputs)
             await tb.reset()
             frames = [f for f, _, _ in items]
             seen += len(frames)
@@ -340,10 +336,10 @@ async def test_captures(dut, idle, backpressure):
 
 
 @cocotb.test()
-@cocotb.parametrize(**MATRIX)
+@cocotb.parametrize(**MODES)
 async def test_random_mix(dut, idle, backpressure):
     """A random shuffle of good and bad frames, with a port change half-way."""
-    tb = await setup(dut, idle, backpressure, seed=7)
+    tb = await UdpRxTB.start(dut, idle, backpressure, seed=7)
     rng = random.Random(99)
     frames = good_frames(rng, 10) + bad_frames(rng)
     rng.shuffle(frames)
@@ -351,19 +347,19 @@ async def test_random_mix(dut, idle, backpressure):
     # retarget at runtime: the old port is no longer ours
     tb.set_inputs(dst_port=DEFAULT_PORT + 1)
     more = [udp_frame(b"x" * 30), udp_frame(b"y" * 31, dport=DEFAULT_PORT + 1)]
-    before = counters(dut)
+    before = tb.counters()
     for f in more:
         await tb.source.send(f)
     got = await tb.recv_all(1)
     await tb.drain()
     assert got[0].tdata == b"y" * 31
-    after = counters(dut)
+    after = tb.counters()
     assert after["not_ours"] - before["not_ours"] == 1 and after["ok"] - before["ok"] == 1
 
 
 @cocotb.test()
 async def test_smoke(dut):
     """A few frames, for the second simulator."""
-    tb = await setup(dut, False, False)
+    tb = await UdpRxTB.start(dut)
     frames = [udp_frame(bytes(range(k))) for k in (1, 9, 40)] + [udp_frame(b"z" * 9, dport=1)]
     await check(tb, frames)
