@@ -3,6 +3,7 @@
     source .venv/bin/activate
     python benchmarks/bench_replay.py                 # real feeds (../shared/data) + a 1M synthetic feed
     python benchmarks/bench_replay.py --messages 200000
+    python benchmarks/bench_replay.py --book capacity=65536,ways=8   # a book the 1M feed fits (no table_full)
 
 Prints, per feed: messages, rows (equal?), model messages/s, simulated messages/s and cycles/s of the RTL
 replay (the harness loop only; the wall time with framing and parsing in brackets), and the end-to-end
@@ -24,6 +25,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=1_000_000, help="synthetic feed size (default 1M)")
     ap.add_argument("--symbols", type=int, default=64)
+    ap.add_argument("--book", metavar="NAME=N,...", help="book sizing, as tickgate replay --engine rtl --book")
     args = ap.parse_args()
 
     from tests.conftest import ITCH_FILES, PCAP_FILES
@@ -32,7 +34,9 @@ def main() -> int:
     from tickgate.model.replay import ModelReplay
     from tickgate.sim import rtl_replay as rr
 
-    rr.build()
+    book = rr.parse_book(args.book)
+    rr.build(book)
+    print(f"book sizing: {book or 'chip defaults'}")
     feeds = []
     for p in ITCH_FILES + [p for p in PCAP_FILES if p.name == "Multiple.Packets.pcap"]:
         msgs = list(FeedSource(p))
@@ -52,7 +56,7 @@ def main() -> int:
         t = time.perf_counter()
         model = list(ModelReplay().run(msgs))
         mt = time.perf_counter() - t
-        res = rr.RtlReplay().run(ff)
+        res = rr.RtlReplay(rr.RtlParams(book=book)).run(ff)
         rtl = list(rr.csv_lines(res.rows))
         print(f"{name[:34]:34} {len(msgs):9,} {len(model):8,} {'yes' if rtl == model else 'NO':>3} "
               f"{len(msgs) / mt if mt else 0:12,.0f} {res.messages_per_second:11,.0f} {res.cycles_per_second:11,.0f} "

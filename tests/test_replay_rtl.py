@@ -255,6 +255,32 @@ def test_lobster_whole(rr):
 
 
 @pytest.mark.slow
+def test_cli_lobster_whole_big_book(rr, tmp_path):
+    """`tickgate feed from-lobster` on the whole sample, then `replay --engine rtl --book ... --strict` at
+    --depth 1 and 4: the same bytes as the model, nothing flagged (exit 0 under --strict)."""
+    base = shared_data_dir()
+    src = base / "lobster" / "AMZN_2012-06-21_34200000_57600000_message_1.csv" if base else None
+    if src is None or not src.exists():
+        pytest.skip("LOBSTER sample not found")
+    feed = tmp_path / "amzn.itch"
+    exe = Path(sys.executable).parent / "tickgate"
+    conv = subprocess.run([str(exe), "feed", "from-lobster", str(src), str(feed)], capture_output=True, text=True)
+    assert conv.returncode == 0, conv.stderr
+    book = ",".join(f"{k}={v}" for k, v in BIG_BOOK.items())
+    for depth in ("1", "4"):
+        r = _cli(str(feed), "--engine", "rtl", "--book", book, "--strict", "--depth", depth,
+                 "--out", str(tmp_path / "r.csv"))
+        m = _cli(str(feed), "--depth", depth, "--out", str(tmp_path / "m.csv"))
+        assert r.returncode == 0 and m.returncode == 0, r.stderr + m.stderr
+        assert "WARNING" not in r.stderr, r.stderr
+        rb = (tmp_path / "r.csv").read_bytes()
+        assert rb == (tmp_path / "m.csv").read_bytes(), depth
+        assert rb.count(b"\n") > 1_000
+        log.warning("CLI lobster --depth %s: %d rows equal; %s", depth, rb.count(b"\n") - 1,
+                    r.stderr.splitlines()[0])
+
+
+@pytest.mark.slow
 def test_million_messages(rr):
     from tickgate.feed.synth import synth_bytes
 

@@ -202,6 +202,14 @@ def _run_rtl(args: argparse.Namespace) -> int:
         lines = rtl_replay.depth_lines(res, args.depth, select, directory)
     else:
         lines = rtl_replay.csv_lines(res.rows, select, directory)
+    written = [0]
+
+    def counted(lines):
+        for line in lines:
+            written[0] += 1
+            yield line
+
+    lines = counted(lines)
     if args.out:
         _write_atomically(args.out, csv_header(args.depth), lines)
     else:
@@ -209,17 +217,19 @@ def _run_rtl(args: argparse.Namespace) -> int:
         out.write(csv_header(args.depth))
         out.writelines(lines)
         out.flush()
-    return _rtl_summary(sys.stderr, label, res, len(messages), select, directory, args.strict, args.depth)
+    return _rtl_summary(sys.stderr, label, res, len(messages), select, directory, args.strict, args.depth,
+                        written[0])
 
 
 def _rtl_summary(err: TextIO, label: str, res, model_messages: int, select, directory, strict: bool,
-                 depth: int = 1) -> int:
+                 depth: int = 1, csv_rows: int | None = None) -> int:
     from ..sim import rtl_replay
 
     c = res.counters
     g = lambda k: c.get(k, 0)   # noqa: E731
     rows = len(res.rows)
-    lines = [f"tickgate replay --engine rtl: {label}: {res.messages:,} messages, {rows:,} rows; "
+    shown = f"{csv_rows:,} CSV rows ({rows:,} TopOfBook records)" if csv_rows is not None else f"{rows:,} rows"
+    lines = [f"tickgate replay --engine rtl: {label}: {res.messages:,} messages, {shown}; "
              f"{res.cycles:,} cycles simulated in {res.seconds:.3f} s ({res.messages_per_second:,.0f} simulated "
              f"messages/s, {res.cycles_per_second:,.0f} cycles/s; {res.wall_seconds:.1f} s in all)"]
     lines.append(f"  book sizing: {res.sizing}")
