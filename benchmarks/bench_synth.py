@@ -7,6 +7,7 @@ YoWASP switch, and these blocks have far more ports than the package has pins).
     python benchmarks/bench_synth.py                      # every block, table on stdout
     python benchmarks/bench_synth.py udp_rx mold_rx -j 2  # some blocks, two at a time
     python benchmarks/bench_synth.py --markdown --json build/synth/results.json
+    python benchmarks/bench_synth.py market_book --book capacity=2048,symbols=128,depth=8 --no-pnr
 
 How a block is measured. It is wrapped in a *harness*: every input port bit is driven by a flip-flop of a
 serial-in shift register (pin ``sin``), every output port bit is captured by a flip-flop of a parallel-load
@@ -112,16 +113,24 @@ def _itch_decode():
     return ItchDecoder(), "23 types, 32-bit counters", LATENCY
 
 
-def _market_book():
+def _sizing(book):
+    return ", ".join(f"{k}={v}" for k, v in book.items()) if book else "default sizing"
+
+
+def _market_book(book=None):
     mod = importlib.import_module("tickgate.fpga.order_book")
-    book = mod.MarketBook()
-    return book, "default sizing", getattr(mod, "LATENCY", getattr(book, "latency", None))
+    top = mod.MarketBook(**(book or {}))
+    return top, _sizing(book), getattr(mod, "LATENCY", getattr(top, "latency", None))
 
 
-def _pipeline():
+def _pipeline(book=None):
     mod = importlib.import_module("tickgate.fpga.market_data")
-    top = mod.MarketDataPipeline()
-    return top, "default", getattr(mod, "LATENCY", getattr(top, "latency", None))
+    top = mod.MarketDataPipeline(book=book or None)
+    return top, _sizing(book), getattr(mod, "LATENCY", getattr(top, "latency", None))
+
+
+#: Blocks that contain the book (``--book`` sizes them).
+BOOK_BLOCKS = ("market_book", "market_data")
 
 
 BLOCKS = {
@@ -225,8 +234,9 @@ def _module_stats(stat_text: str, module: str) -> dict:
 
 
 def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mapper: str = "auto",
-          timeout: float = 3600) -> Result:
-    """Synthesise and place-and-route ``component`` (a wiring.Component); returns a :class:`Result`."""
+          timeout: float = 3600, pnr: bool = True) -> Result:
+    """Synthesise and place-and-route ``component`` (a wiring.Component); returns a :class:`Result`.
+    ``pnr=False``: synthesis only (resources; no Fmax)."""
     from amaranth.back import rtlil
 
     res = Result(block=name)
@@ -257,6 +267,8 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     res.ff = cells.get("TRELLIS_FF", 0)
     res.ebr = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
     res.dsp = cells.get("MULT18X18D", 0) + cells.get("ALU54B", 0)
+    if not pnr:
+        return res
     res.pnr_seconds = _run(pnr_cmd, d, d / "nextpnr.log", timeout)
     report = json.loads((d / "report.json").read_text())
     fmax = report.get("fmax", {})
@@ -273,15 +285,16 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     return res
 
 
-def measure(name: str, *, workdir: Path, mhz: float, mapper: str) -> Result:
+def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | None = None,
+            pnr: bool = True) -> Result:
     res = Result(block=name)
     try:
-        component, params, latency = BLOCKS[name]()
+        component, params, latency = BLOCKS[name](book) if name in BOOK_BLOCKS else BLOCKS[name]()
     except Exception as e:     # not written yet, or broken: say so
         res.error = f"not importable/elaboratable: {type(e).__name__}: {e}".splitlines()[0][:300]
         return res
     try:
-        res = build(name, component, workdir=workdir, mhz=mhz, mapper=mapper)
+        res = build(name, component, workdir=workdir, mhz=mhz, mapper=mapper, pnr=pnr)
     except Exception as e:
         res.error = f"{type(e).__name__}: {e}"[:2000]
         if not isinstance(e, (RuntimeError, subprocess.TimeoutExpired)):
@@ -331,7 +344,16 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--book", metavar="NAME=N[,NAME=N...]",
+                    help="size the book of market_book/market_data, e.g. capacity=2048,symbols=128,depth=8 "
+                         "(names as `tickgate replay --book`)")
+    ap.add_argument("--no-pnr", action="store_true", help="synthesis only: resources, no Fmax")
     args = ap.parse_args(argv)
+    try:
+        from tickgate.sim.rtl_replay import parse_book
+        book = parse_book(args.book)
+    except ValueError as e:
+        ap.error(str(e))
     names = args.blocks or list(BLOCKS)
     unknown = [n for n in names if n not in BLOCKS]
     if unknown:
@@ -339,12 +361,15 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper) for n in names]
+        futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
+                               pnr=not args.no_pnr) for n in names]
         results = [f.result() for f in futures]
     print(table(results, markdown=args.markdown))
     for r in results:
         if r.error:
             print(f"\n{r.block}: {r.error}", file=sys.stderr)
+        elif args.no_pnr:
+            print(f"{r.block}: synth {r.synth_seconds:.0f} s (no P&R: no Fmax)", file=sys.stderr)
         elif r.critical:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)

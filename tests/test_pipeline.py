@@ -25,9 +25,16 @@ def _book(**kw):
     return {k: v for k, v in kw.items() if k in accepted}
 
 
+def _silence(pipeline):
+    """Mark a pipeline and its blocks as deliberately not elaborated (no UnusedElaboratable warnings)."""
+    for c in (pipeline, pipeline.udp, pipeline.mold, pipeline.split, pipeline.decode, pipeline.book):
+        c._MustUse__silence = True
+
+
 def test_ports():
     top = MarketDataTop(book=_book(**TB_BOOK))
     top._MustUse__silence = True
+    _silence(top.pipeline)
     members = top.signature.members
     for name in ("s_axis_tdata", "s_axis_tkeep", "s_axis_tlast", "s_axis_tvalid", "s_axis_tready", "m_axis_tdata",
                  "m_axis_tvalid", "m_axis_tready", "dst_ip", "dst_port", "gap_clear", "lookup__locate",
@@ -49,11 +56,8 @@ def test_latency_is_uniform():
     for mod in (udp_rx, moldudp64_rx):
         assert mod.LATENCY_MAX == mod.LATENCY == 1, mod.__name__
     pipeline = market_data.MarketDataPipeline()
-    pipeline._MustUse__silence = True           # not elaborated
+    _silence(pipeline)
     assert not pipeline.decode.registered and pipeline.decode.latency == 0
-    pipeline.decode._MustUse__silence = True
-    for block in (pipeline.udp, pipeline.mold, pipeline.split, pipeline.book):
-        block._MustUse__silence = True
     front = udp_rx.LATENCY + moldudp64_rx.LATENCY + itch_split.LATENCY + pipeline.decode.latency
     assert front == 3
     assert market_data.LATENCY == front + MarketBook.LATENCY
