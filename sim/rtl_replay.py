@@ -13,6 +13,10 @@ API::
     result.counters      # {"udp.ok": n, "mold.gap": n, "book.table_full": n, ...}
     result.latency       # {type letter: (min, max, n)} from the last byte's input beat to its TopOfBook
 
+    res = RtlReplay(RtlParams(book=parse_book("capacity=65536,ways=8"), lookup=True)).run(feed)
+    depth_lines(res, 3)  # the model's --depth 3 CSV lines, from a lookup of each book message's locate
+                         # issued in the cycle of its ``applied`` strobe (sees exactly that message)
+
     feed = frames_for_feed(path)   # frames (+ per-message info) for a pcap/pcapng or an ITCH BinaryFILE
 
 Builds are cached by content hash under ``build/replay/`` (beside :data:`tickgate.sim.runner.BUILD_ROOT`),
@@ -474,7 +478,8 @@ def _parse_lookups(raw: np.ndarray, depth: int) -> np.ndarray:
 
 @dataclass
 class RtlParams:
-    """How to run the replay: book sizing (None: fit the feed), idle/backpressure probabilities and seed."""
+    """How to run the replay: book sizing (None: the chip's defaults), idle/backpressure probabilities and
+    seed, lookups for --depth."""
     book: dict | None = None
     idle: float = 0.0                 # probability of an extra idle cycle before each input beat
     backpressure: float = 0.0         # probability, per cycle, that m_axis_tready is low

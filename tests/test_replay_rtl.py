@@ -388,6 +388,20 @@ def _delete_run():
     return msgs
 
 
+@pytest.mark.parametrize("path", ITCH_FILES + PCAP_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_depth_every_recorded_feed(rr, path):
+    """--depth 2..4 rows from the lookups equal the model's on every recorded file and capture."""
+    from tickgate.feed.source import FeedSource
+
+    messages = list(FeedSource(path))
+    res = rr.RtlReplay(rr.RtlParams(lookup=True)).run(rr.frames_for_feed(path, messages=messages))
+    assert res.messages == len(messages)
+    assert len(res.lookups) == sum(1 for m in messages if m[:1] in (b"A", b"F", b"E", b"C", b"X", b"D", b"U"))
+    for depth in (2, 3, 4):
+        assert not rr.rows_may_differ(res, depth), (depth, res.flags(), rr.depth_flag_counts(res, depth))
+        assert list(rr.depth_lines(res, depth)) == list(ModelReplay(depth=depth).run(messages)), depth
+
+
 def test_depth_lookup_timing(rr):
     """The lookup issued at a message's ``applied`` strobe sees exactly that message and no later one:
     equal rows at delay 0; a lookup 1 or 2 cycles later sees the next delete and the rows differ (so the
