@@ -90,9 +90,9 @@ table only, using the order-table read port the next message never needs):
   against the K entries (equality, the add price's order, the sizes), the new sizes of every entry and of
   the overflow precomputed, the other side's best and flags, all registered.
 * 6: level stage B: removal/insert positions (thermometer codes), the new array (a 4-way mux per entry),
-  overflow and bound, the row and whether it changed anything a row shows; registered into the last-write
-  register, which writes the RAM (and the lookup copy) at 7.
-* 7: record out.
+  overflow and bound, the row; registered into the last-write register, which writes the RAM (and the
+  lookup copy) at 7. Whether the row changed anything a row shows is registered in parts.
+* 7: record out: the row register, its emit decision and out_of_window flag combined from those parts.
 
 So the read-modify-write loops take 2 cycles (order table: A decide -> B write -> its compares at the
 next op's P; levels: A compare -> B shift/add -> write register -> next A), which the 2-cycle spacing of
@@ -914,17 +914,25 @@ class MarketBook(wiring.Component):
         count("out_of_window", q.op.valid & q.op.has & (to_ovf | push))
         m.d.comb += weB.eq(q.op.valid & q.op.has & (q.op.del_en | q.op.add_en | q.op.degrade))
 
-        # row: only this side can change; the other side's best and flags come from stage A
+        # row: only this side can change; the other side's best and flags come from stage A. Whether it is
+        # emitted and its out_of_window flag are registered here in parts and combined at stage 7 (so the
+        # insert decision above feeds registers, not the emit logic too)
         ins0 = ins & bap[0]
-        f0_live = ins0 | Mux(Rt[0], emlive[1] if K > 1 else 0, emlive[0])
-        ovf2_any = push | to_ovf | ovf1_any
-        unk_before = ~q.live[0] & q.ovf_any
-        unk_after = ~f0_live & ovf2_any
-        bbo_changed = Mux(ins0, ~q.new_eq0,
-                          Rt[0] | q.ma[0] & ~q.op.x_zero | q.md[0] & ~q.ma[0] & ~q.op.sd_zero)
-        deg_changed = q.op.degrade & ~(eB.degraded | q.o_deg)
-        ow_changed = ~q.o_unk & (unk_before ^ unk_after)
-        emit = q.op.valid & (q.op.has & (bbo_changed | deg_changed | ow_changed) | q.op.lost_row)
+        rq = Signal(data.StructLayout({
+            "valid": 1, "has": 1, "lost_row": 1, "ins0": 1, "new_eq0": 1, "rt0": 1, "ma0": 1, "md0": 1,
+            "x_zero": 1, "sd_zero": 1, "f0_live": 1, "ovf2_any": 1, "unk_before": 1, "deg_changed": 1,
+            "o_unk": 1,
+        }))
+        m.d.sync += [
+            rq.valid.eq(q.op.valid), rq.has.eq(q.op.has), rq.lost_row.eq(q.op.lost_row), rq.ins0.eq(ins0),
+            rq.new_eq0.eq(q.new_eq0), rq.rt0.eq(Rt[0]), rq.ma0.eq(q.ma[0]), rq.md0.eq(q.md[0]),
+            rq.x_zero.eq(q.op.x_zero), rq.sd_zero.eq(q.op.sd_zero),
+            rq.f0_live.eq(ins0 | Mux(Rt[0], emlive[1] if K > 1 else 0, emlive[0])),
+            rq.ovf2_any.eq(push | to_ovf | ovf1_any),
+            rq.unk_before.eq(~q.live[0] & q.ovf_any),
+            rq.deg_changed.eq(q.op.degrade & ~(eB.degraded | q.o_deg)),
+            rq.o_unk.eq(q.o_unk),
+        ]
 
         row = Signal(TopOfBook)
         m.d.comb += [
@@ -932,7 +940,6 @@ class MarketBook(wiring.Component):
             row.flags.stale.eq(self.stale),
             row.flags.degraded.eq(q.op.mismatch | q.op.lost_row |
                                   q.op.has & (eB.degraded | q.op.degrade | q.o_deg)),
-            row.flags.out_of_window.eq(q.op.has & (unk_after | q.o_unk)),
         ]
         mine_bid, mine_ask = q.op.has & q.op.buy, q.op.has & ~q.op.buy
         m.d.comb += [
@@ -942,9 +949,17 @@ class MarketBook(wiring.Component):
             row.ask_sz.eq(Mux(mine_ask, newB.lv[0].sz, Mux(mine_bid, q.o_sz, 0))),
         ]
 
-        # ---- stage 7: record out
-        o_valid, o_row, o_done = Signal(), Signal(TopOfBook), Signal()
-        m.d.sync += [o_valid.eq(emit), o_row.eq(row), o_done.eq(u6.valid)]
+        # ---- stage 7: record out (row registered; emit and out_of_window from the parts above)
+        o_row_q, o_done = Signal(TopOfBook), Signal()
+        m.d.sync += [o_row_q.eq(row), o_done.eq(u6.valid)]
+        unk_after = ~rq.f0_live & rq.ovf2_any
+        bbo_changed = Mux(rq.ins0, ~rq.new_eq0, rq.rt0 | rq.ma0 & ~rq.x_zero | rq.md0 & ~rq.ma0 & ~rq.sd_zero)
+        ow_changed = ~rq.o_unk & (rq.unk_before ^ unk_after)
+        o_valid, o_row = Signal(), Signal(TopOfBook)
+        m.d.comb += [
+            o_valid.eq(rq.valid & (rq.has & (bbo_changed | rq.deg_changed | ow_changed) | rq.lost_row)),
+            o_row.eq(o_row_q), o_row.flags.out_of_window.eq(rq.has & (unk_after | rq.o_unk)),
+        ]
         m.d.comb += [self.applied.eq(o_done), self.applied_seq.eq(o_row.seq), retire.eq(o_done)]
 
         # output: the FIFO is bypassed while empty
