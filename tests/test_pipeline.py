@@ -33,7 +33,7 @@ def _silence(pipeline):
 
 def test_ports():
     top = MarketDataTop(book=_book(**TB_BOOK))
-    top._MustUse__silence = True
+    top._MustUse__silence = top.axi._MustUse__silence = True
     _silence(top.pipeline)
     members = top.signature.members
     for name in ("s_axis_tdata", "s_axis_tkeep", "s_axis_tlast", "s_axis_tvalid", "s_axis_tready", "m_axis_tdata",

@@ -24,6 +24,7 @@ def test_verilator_missing_is_a_clear_error(monkeypatch):
     assert "not found" in runner.simulator_available("icarus")
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")   # built only to be refused
 def test_run_arguments():
     with pytest.raises(TypeError, match="simulator"):
         runner.run(UDPReceiver(), toplevel="x", test_module="m", simulator="questa")
@@ -31,6 +32,7 @@ def test_run_arguments():
         runner.run(UDPReceiver(), toplevel="not an id", test_module="m")
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")   # built only to be refused
 def test_byte_stream_layout():
     layout = byte_layout()
     assert {name: field.width for name, field in layout} == {"data": 64, "keep": 8, "last": 1}
