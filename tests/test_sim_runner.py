@@ -1,5 +1,7 @@
 """tickgate.sim.runner: toolchain checks and the build cache (no simulation)."""
 
+import gc
+
 import pytest
 
 from tickgate.fpga.stream import AXIStreamTop, ByteStream, byte_layout, keep_mask
@@ -30,6 +32,7 @@ def test_run_arguments():
         runner.run(UDPReceiver(), toplevel="x", test_module="m", simulator="questa")
     with pytest.raises(TypeError, match="toplevel"):
         runner.run(UDPReceiver(), toplevel="not an id", test_module="m")
+    gc.collect()            # the refused components' warnings fire here, under this test's filter
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")   # built only to be refused
@@ -43,3 +46,4 @@ def test_byte_stream_layout():
         byte_layout(0)
     with pytest.raises(TypeError, match="not a byte stream"):
         AXIStreamTop(UDPReceiver(), {"counters": "x"})
+    gc.collect()            # the refused components' warnings fire here, under this test's filter
