@@ -92,8 +92,7 @@ table only, using the order-table read port the next message never needs):
 * 6: level stage B: removal/insert positions (thermometer codes), the new array (a 4-way mux per entry),
   overflow and bound, the row; registered into the last-write register, which writes the RAM (and the
   lookup copy) at 7. Whether the row changed anything a row shows is registered in parts.
-* 7: record out: the row register, its emit decision, out_of_window flag and bid/ask placement combined
-  from registered parts.
+* 7: record out: the row register, its emit decision and out_of_window flag combined from those parts.
 
 So the read-modify-write loops take 2 cycles (order table: A decide -> B write -> its compares at the
 next op's P; levels: A compare -> B shift/add -> write register -> next A), which the 2-cycle spacing of
@@ -942,13 +941,15 @@ class MarketBook(wiring.Component):
             row.flags.degraded.eq(q.op.mismatch | q.op.lost_row |
                                   q.op.has & (eB.degraded | q.op.degrade | q.o_deg)),
         ]
-        # the row's prices and sizes: this side's new best and the other side's best are registered, the
-        # bid/ask placement is made at stage 7 (so the new best feeds registers only, as it does lw)
-        rb = Signal(data.StructLayout({"mine_bid": 1, "mine_ask": 1, "best": Level, "o_px": 32, "o_sz": 32}))
-        m.d.sync += [rb.mine_bid.eq(q.op.has & q.op.buy), rb.mine_ask.eq(q.op.has & ~q.op.buy),
-                     rb.best.eq(newB.lv[0]), rb.o_px.eq(q.o_px), rb.o_sz.eq(q.o_sz)]
+        mine_bid, mine_ask = q.op.has & q.op.buy, q.op.has & ~q.op.buy
+        m.d.comb += [
+            row.bid_px.eq(Mux(mine_bid, newB.lv[0].px, Mux(mine_ask, q.o_px, 0))),
+            row.bid_sz.eq(Mux(mine_bid, newB.lv[0].sz, Mux(mine_ask, q.o_sz, 0))),
+            row.ask_px.eq(Mux(mine_ask, newB.lv[0].px, Mux(mine_bid, q.o_px, 0))),
+            row.ask_sz.eq(Mux(mine_ask, newB.lv[0].sz, Mux(mine_bid, q.o_sz, 0))),
+        ]
 
-        # ---- stage 7: record out (row registered; emit, out_of_window and prices from the parts above)
+        # ---- stage 7: record out (row registered; emit and out_of_window from the parts above)
         o_row_q, o_done = Signal(TopOfBook), Signal()
         m.d.sync += [o_row_q.eq(row), o_done.eq(u6.valid)]
         unk_after = ~rq.f0_live & rq.ovf2_any
@@ -958,10 +959,6 @@ class MarketBook(wiring.Component):
         m.d.comb += [
             o_valid.eq(rq.valid & (rq.has & (bbo_changed | rq.deg_changed | ow_changed) | rq.lost_row)),
             o_row.eq(o_row_q), o_row.flags.out_of_window.eq(rq.has & (unk_after | rq.o_unk)),
-            o_row.bid_px.eq(Mux(rb.mine_bid, rb.best.px, Mux(rb.mine_ask, rb.o_px, 0))),
-            o_row.bid_sz.eq(Mux(rb.mine_bid, rb.best.sz, Mux(rb.mine_ask, rb.o_sz, 0))),
-            o_row.ask_px.eq(Mux(rb.mine_ask, rb.best.px, Mux(rb.mine_bid, rb.o_px, 0))),
-            o_row.ask_sz.eq(Mux(rb.mine_ask, rb.best.sz, Mux(rb.mine_bid, rb.o_sz, 0))),
         ]
         m.d.comb += [self.applied.eq(o_done), self.applied_seq.eq(o_row.seq), retire.eq(o_done)]
 
