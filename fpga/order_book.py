@@ -251,6 +251,23 @@ def _dup_reg(m, value, n, name):
     return out
 
 
+def _encode_code(code, alphabet, other):
+    """An ITCH code byte -> its 1-based index in ``alphabet`` (what the locate table stores); ``other`` for
+    any code not in it."""
+    v = Const(other)
+    for i, c in enumerate(alphabet):
+        v = Mux(code == ord(c), i + 1, v)
+    return v
+
+
+def _decode_code(index, alphabet, other):
+    """The inverse of :func:`_encode_code`: 0 (none seen) -> 0, ``other`` -> ``"?"``."""
+    v = Mux(index == other, ord("?"), 0)
+    for i, c in enumerate(alphabet):
+        v = Mux(index == i + 1, ord(c), v)
+    return v
+
+
 def _log2(n):
     return n.bit_length() - 1
 
@@ -572,10 +589,8 @@ class MarketBook(wiring.Component):
         loc_we = Signal()
         slot2 = Signal(sbits)                   # the message's slot (allocated now for a first add)
         has2 = Signal()
-        can2 = Signal()                         # an ADD has a slot
         lost_row = Signal()
-        m.d.comb += [slot2.eq(Mux(loc_rd.has, loc_rd.slot, alloc[:sbits])), has2.eq(loc_rd.has & ~u2.oor),
-                     can2.eq(loc_rd.has)]
+        m.d.comb += [slot2.eq(Mux(loc_rd.has, loc_rd.slot, alloc[:sbits])), has2.eq(loc_rd.has & ~u2.oor)]
 
         def valid_add_r(u):
             return (u.shares != 0) & (u.price != 0)
@@ -587,7 +602,7 @@ class MarketBook(wiring.Component):
                 with m.Case(_UKind.ADD):
                     with m.If(valid_add_r(u2) & ~loc_rd.has):
                         with m.If(alloc < S):
-                            m.d.comb += [can2.eq(1), has2.eq(1), loc_we.eq(1),
+                            m.d.comb += [has2.eq(1), loc_we.eq(1),
                                          loc_new.has.eq(1), loc_new.slot.eq(alloc[:sbits])]
                             m.d.sync += alloc.eq(alloc + 1)
                         with m.Else():
@@ -595,23 +610,13 @@ class MarketBook(wiring.Component):
                             with m.If(~loc_rd.lost):
                                 m.d.comb += [loc_we.eq(1), loc_new.lost.eq(1), lost_row.eq(1)]
                 with m.Case(_UKind.STATE):
-                    m.d.comb += loc_we.eq(1)
-                    for i, c in enumerate(TRADING_STATES):
-                        with m.If(u2.code == ord(c)):
-                            m.d.comb += loc_new.state.eq(i + 1)
-                    with m.If(~u2.code.matches(*(ord(c) for c in TRADING_STATES))):
-                        m.d.comb += loc_new.state.eq(7)
+                    m.d.comb += [loc_we.eq(1), loc_new.state.eq(_encode_code(u2.code, TRADING_STATES, 7))]
                 with m.Case(_UKind.SHO):
-                    m.d.comb += loc_we.eq(1)
-                    for i, c in enumerate(REG_SHO_ACTIONS):
-                        with m.If(u2.code == ord(c)):
-                            m.d.comb += loc_new.sho.eq(i + 1)
-                    with m.If(~u2.code.matches(*(ord(c) for c in REG_SHO_ACTIONS))):
-                        m.d.comb += loc_new.sho.eq(3)
+                    m.d.comb += [loc_we.eq(1), loc_new.sho.eq(_encode_code(u2.code, REG_SHO_ACTIONS, 3))]
         m.d.comb += [loctab.we.eq(loc_we), loctab.waddr.eq(u2.locate[:lbits] if lbits else 0),
                      loctab.wdata.eq(loc_new)]
-        la = Signal(data.StructLayout({"has": 1, "can": 1, "slot": sbits, "lost_row": 1}))
-        m.d.sync += [la.has.eq(has2), la.can.eq(can2), la.slot.eq(slot2), la.lost_row.eq(lost_row)]
+        la = Signal(data.StructLayout({"has": 1, "slot": sbits, "lost_row": 1}))    # has: a slot (an ADD: given)
+        m.d.sync += [la.has.eq(has2), la.slot.eq(slot2), la.lost_row.eq(lost_row)]
 
         # level-table read: both sides of the slot, from a register (at A; the words arrive at level stage A)
         side_raw = [s.read(la.slot) for s in sides]
@@ -621,6 +626,8 @@ class MarketBook(wiring.Component):
         ob_wwe = Signal(W)                    # the B op's way-write mask (its write is being made now)
         radd_entry = Signal(entry_layout)     # what a radd at B writes (registers only)
         is_radd = ra_v[3]
+        hn_body = [_body(h[2]) for h in hn]
+        radd_body = _body(radd_entry)
         hits, frees, locs = Signal(W), Signal(W), Signal(W)
         way_m = []
         for i in range(W):
@@ -629,11 +636,11 @@ class MarketBook(wiring.Component):
             m.d.comb += [v.eq(way_r[i]), hv.eq(p_raw_hit[i]), vv.eq(p_raw_valid[i]), lv_.eq(p_raw_loc[i])]
             for k in reversed(range(3)):                 # oldest first, so the newest wins
                 with m.If(p_sel[k][i]):
-                    m.d.comb += [v.eq(_body(hn[k][2])), hv.eq(p_hit[k]), vv.eq(hn[k][2].valid), lv_.eq(p_loc[k])]
+                    m.d.comb += [v.eq(hn_body[k]), hv.eq(p_hit[k]), vv.eq(hn[k][2].valid), lv_.eq(p_loc[k])]
             # the write being made now: B holds a radd (a new entry) or the REPLACE of the radd at A (its
             # original, deleted); nothing else can be at B while a book op is at A (book ops 2 apart)
             with m.If(p_cur_same & ob_wwe[i]):
-                m.d.comb += [v.eq(_body(radd_entry)), hv.eq(ob_new & p_cur_hit), vv.eq(ob_new), lv_.eq(p_cur_loc)]
+                m.d.comb += [v.eq(radd_body), hv.eq(ob_new & p_cur_hit), vv.eq(ob_new), lv_.eq(p_cur_loc)]
             m.d.comb += [hits[i].eq(hv), frees[i].eq(~vv), locs[i].eq(lv_)]
             way_m.append(v)
         hit = hits.any()
@@ -678,7 +685,7 @@ class MarketBook(wiring.Component):
                         count("duplicate_adds")
                     with m.Elif(~valid_add_r(u3)):
                         count("invalid_adds")
-                    with m.Elif(la.can):
+                    with m.Elif(la.has):
                         with m.If(frees == 0):
                             count("table_full")
                             m.d.comb += a_degrade.eq(1)
@@ -828,8 +835,10 @@ class MarketBook(wiring.Component):
                 sumd[i].eq(e.lv[i].sz - s_d),
                 suma[i].eq(e.lv[i].sz + op5.x),
             ]
-        gtb = p_a > e.bound
-        gtd = p_d > e.bound
+
+        def beats_bound(px):        # px strictly better than the side's bound
+            gt = px > e.bound
+            return Mux(op5.buy, gt, ~gt & (px != e.bound))
         B_layout = data.StructLayout({
             "op": lv_layout, "e": side_layout, "live": K, "md": K, "rm": K, "ma": K, "ba": K,
             "sumd": data.ArrayLayout(32, K), "suma": data.ArrayLayout(32, K),
@@ -841,8 +850,7 @@ class MarketBook(wiring.Component):
             bq.op.eq(op5), bq.e.eq(e), bq.live.eq(live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
             bq.ba.eq(ba),
             bq.ovf_any.eq(e.ovf != 0), bq.ovf_eq_d.eq(e.ovf == s_d),
-            bq.beats.eq(Mux(op5.buy, gtb, ~gtb & (p_a != e.bound))),
-            bq.beats_d.eq(Mux(op5.buy, gtd, ~gtd & (p_d != e.bound))),
+            bq.beats.eq(beats_bound(p_a)), bq.beats_d.eq(beats_bound(p_d)),
             bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op5.sda),
             bq.o_k.eq(e.ovf + e.lv[K - 1].sz),
             bq.new_eq0.eq((e.lv[0].px == p_a) & (e.lv[0].sz == s_a)),
@@ -993,19 +1001,9 @@ class MarketBook(wiring.Component):
                 res.bids.eq(l_bid.lv), res.asks.eq(l_ask.lv),
             ]
         with m.If(~l_oor[3]):
-            with m.Switch(l_loc4.state):
-                for i, c in enumerate(TRADING_STATES):
-                    with m.Case(i + 1):
-                        m.d.comb += res.trading_state.eq(ord(c))
-                with m.Case(7):
-                    m.d.comb += res.trading_state.eq(ord("?"))
-            with m.Switch(l_loc4.sho):
-                for i, c in enumerate(REG_SHO_ACTIONS):
-                    with m.Case(i + 1):
-                        m.d.comb += res.reg_sho.eq(ord(c))
-                with m.Case(3):
-                    m.d.comb += res.reg_sho.eq(ord("?"))
-            m.d.comb += res.no_slot.eq(l_loc4.lost)
+            m.d.comb += [res.trading_state.eq(_decode_code(l_loc4.state, TRADING_STATES, 7)),
+                         res.reg_sho.eq(_decode_code(l_loc4.sho, REG_SHO_ACTIONS, 3)),
+                         res.no_slot.eq(l_loc4.lost)]
         m.d.comb += [res.flags.stale.eq(self.stale), res.out_of_range.eq(~known),
                      lk.result_valid.eq(l_v[3])]
         return m
