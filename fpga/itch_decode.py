@@ -11,11 +11,12 @@ from ..wire import itch
 from .book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
 from .counters import count
 
-__all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY"]
+__all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY", "LATENCY_COMBINATIONAL"]
 
 #: Cycles from an accepted input message to its BookOp on ``o_stream`` (valid high), registered decoder
-#: (the default). ``ItchDecoder(registered=False)`` has none: see :attr:`ItchDecoder.latency`.
+#: (the default); :data:`LATENCY_COMBINATIONAL` with ``registered=False``. See :attr:`ItchDecoder.latency`.
 LATENCY = 1
+LATENCY_COMBINATIONAL = 0
 
 #: Message type codes in the order of :attr:`ItchDecoder.counts` (the specification's order).
 TYPE_CODES = tuple(t.code for t in itch.MESSAGE_TYPES)
@@ -105,7 +106,7 @@ class ItchDecoder(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from an accepted message to its BookOp: :data:`LATENCY` registered, 0 combinational."""
-        return LATENCY if self.registered else 0
+        return LATENCY if self.registered else LATENCY_COMBINATIONAL
 
     def elaborate(self, platform):
         m = Module()

@@ -11,6 +11,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .book_records import TopOfBook
+from .itch_decode import LATENCY_COMBINATIONAL as DECODE_LATENCY
 from .itch_decode import ItchDecoder
 from .itch_split import LATENCY as SPLIT_LATENCY
 from .itch_split import ItchSplitter
@@ -30,7 +31,7 @@ __all__ = ["MarketDataPipeline", "MarketDataTop", "LATENCY", "LATENCY_BY_LANE"]
 #: MoldUDP64 1 + splitter 1 + decoder 0 (combinational here: the book's input stage registers its BookOp)
 #: + book (``MarketBook.LATENCY``, 7): 10 in all. Asserted on every message by ``tests/test_pipeline.py``
 #: and measured by ``tickgate.sim.rtl_replay``.
-LATENCY = UDP_LATENCY + MOLD_LATENCY + SPLIT_LATENCY + 0 + MarketBook.LATENCY     # 0: ItchDecoder(registered=False)
+LATENCY = UDP_LATENCY + MOLD_LATENCY + SPLIT_LATENCY + DECODE_LATENCY + MarketBook.LATENCY
 #: The same by frame lane 0..7 (one figure: no block realigns its stream any more), for callers that index it.
 LATENCY_BY_LANE = (LATENCY,) * 8
 

@@ -16,6 +16,7 @@ import cocotb
 
 from tickgate.fpga.book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
 from tickgate.fpga.itch_decode import LATENCY as REGISTERED_LATENCY
+from tickgate.fpga.itch_decode import LATENCY_COMBINATIONAL
 from tickgate.fpga.itch_decode import TYPE_CODES
 from tickgate.sim.streams import StreamSink, StreamSource, pack_fields, unpack_fields
 from tickgate.sim.tb import MODES, ClockedTB
@@ -25,7 +26,7 @@ from tickgate.wire import itch
 K = BookOpKind
 #: The build under test: ``ItchDecoder(registered=...)`` as tests/test_itch_decode.py says in the environment.
 REGISTERED = os.environ.get("TICKGATE_DECODE_REGISTERED", "1") == "1"
-LATENCY = REGISTERED_LATENCY if REGISTERED else 0
+LATENCY = REGISTERED_LATENCY if REGISTERED else LATENCY_COMBINATIONAL
 
 
 def expected_op(msg: bytes, seq: int, padding: bytes | None = None) -> tuple[dict, str]:
