@@ -39,7 +39,7 @@ class BookOp(data.Struct):
     kind: BookOpKind
     seq: unsigned(32)
     locate: unsigned(16)
-    ref: unsigned(64)
+    ref: unsigned(64)           # bytes 11..18 of every message: the order reference where there is one
     new_ref: unsigned(64)
     buy: unsigned(1)
     shares: unsigned(32)

@@ -11,7 +11,7 @@ from ..wire import itch
 from .book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
 from .counters import count
 
-__all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY", "LATENCY_COMBINATIONAL"]
+__all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY", "LATENCY_COMBINATIONAL", "REF_OFFSET"]
 
 #: Cycles from an accepted input message to its BookOp on ``o_stream`` (valid high), registered decoder
 #: (the default); :data:`LATENCY_COMBINATIONAL` with ``registered=False``. See :attr:`ItchDecoder.latency`.
@@ -43,6 +43,11 @@ OPS = {
 }
 
 
+#: Where every order-referencing type keeps the order reference (``ref``): BookOp.ref is these 8 bytes
+#: of *every* message, not gated by the type (see :class:`ItchDecoder`).
+REF_OFFSET = itch.LAYOUTS["A"]["order_reference_number"].offset
+
+
 def _check_ops():
     widths = {name: field.width for name, field in data.Layout.cast(BookOp)}
     for code, (kind, fields) in OPS.items():
@@ -56,6 +61,8 @@ def _check_ops():
                     raise TypeError(f"OPS[{code!r}]: buy must come from a one-byte field")
             elif 8 * size > widths[op_field]:
                 raise TypeError(f"OPS[{code!r}]: {itch_field} ({size} bytes) does not fit BookOp.{op_field}")
+            if op_field == "ref" and (layout[itch_field].offset, size) != (REF_OFFSET, 8):
+                raise TypeError(f"OPS[{code!r}]: ref must be the 8 bytes at offset {REF_OFFSET}")
 
 
 _check_ops()
@@ -76,7 +83,9 @@ class ItchDecoder(wiring.Component):
     :data:`OPS`, ``locate`` from the message header. A message of a known type whose ``length`` is not its
     type's specification length is counted in ``malformed``; one whose type byte is unknown is counted in
     ``unknown``; both are emitted as ``OTHER`` (with ``seq`` and ``locate``) so downstream numbering stays
-    aligned. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
+    aligned. ``ref`` is bytes :data:`REF_OFFSET`..+7 of every message whatever its type (the order
+    reference of A F E C X D U, where all of them keep it; a don't-care for other kinds): a consumer that
+    hashes it, like the book's order-table read address, then has no type decode in front of the hash. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
 
     Latency (:attr:`latency`): with ``registered=True`` (the default) :data:`LATENCY` = 1 cycle, one
     register stage that holds while ``o_stream`` is not ready (``i_stream.ready = ~o_stream.valid |
@@ -117,7 +126,7 @@ class ItchDecoder(wiring.Component):
         # process below alone: a signal driven partly by a process and partly by plain connections comes out
         # of Yosys' write_verilog as per-slice `always @*` blocks without a time-0 trigger (X on Icarus).
         op = Signal(data.StructLayout({name: f.shape for name, f in data.Layout.cast(BookOp)
-                                       if name not in ("seq", "locate")}))
+                                       if name not in ("seq", "locate", "ref")}))
         known = Signal()
         well_formed = Signal()
         hit = Signal(len(TYPE_CODES))                     # one-hot: the message's type
@@ -131,6 +140,8 @@ class ItchDecoder(wiring.Component):
                     with m.If(well_formed):
                         m.d.comb += op.kind.eq(kind)
                         for op_field, itch_field in fields.items():
+                            if op_field == "ref":
+                                continue            # ungated, below
                             value = big_endian(msg, layout, itch_field)
                             if op_field == "buy":
                                 value = value == ord("B")
@@ -138,7 +149,8 @@ class ItchDecoder(wiring.Component):
         # Unknown types keep kind OTHER (0) and the other fields 0.
 
         take = i.valid & i.ready
-        fields = [o.payload.seq.eq(i.payload.seq), o.payload.locate.eq(big_endian(msg, itch.HEADER, "stock_locate"))]
+        fields = [o.payload.seq.eq(i.payload.seq), o.payload.locate.eq(big_endian(msg, itch.HEADER, "stock_locate")),
+                  o.payload.ref.eq(big_endian(msg, itch.LAYOUTS["A"], "order_reference_number"))]
         fields += [getattr(o.payload, name).eq(getattr(op, name)) for name, _ in op.shape()]
         if self.registered:
             with m.If(o.ready):

@@ -45,7 +45,7 @@ def test_expected_op_examples():
     assert op == dict(kind=BookOpKind.ADD.value, seq=9, locate=7, ref=42, new_ref=0, buy=1, shares=100,
                       price=1234500, code=0)
     assert expected_op(add[:-1], 1)[1] == "malformed"
-    assert expected_op(b"z" + add[1:], 1) == (dict(op, kind=0, seq=1, ref=0, buy=0, shares=0, price=0), "unknown")
+    assert expected_op(b"z" + add[1:], 1) == (dict(op, kind=0, seq=1, buy=0, shares=0, price=0), "unknown")
 
 
 @pytest.mark.rtl
