@@ -770,14 +770,42 @@ class MarketBook(wiring.Component):
         lw_v, lw2_v = Signal(), Signal()
         lw_slot, lw2_slot = Signal(sbits), Signal(sbits)
         lw_buy, lw2_buy = Signal(), Signal()
-        lw_data, lw2_data = Signal(side_layout), Signal(side_layout)
+        # B registers its result unresolved (`pend_layout`: the entries' candidates and a select code per
+        # entry), so the insert decision drives a few code bits, not every bit of the side word; each reader
+        # (the RAM write, stage A's forwarding) resolves it with one 4:1 mux level.
+        pend_layout = data.StructLayout({
+            "em": data.ArrayLayout(Level, K),         # the entries after the size updates
+            "new": Level,                             # the add's new level
+            "code": data.ArrayLayout(2, K),           # entry j: 0 em[j], 1 em[j+1] (0 past the end), 2 em[j-1], 3 new
+            "ovf": data.ArrayLayout(48, 3), "ovf_sel": 2,     # 0 no change to the window, 1 to overflow, 2 push
+            "bound1": 32, "bound_sel": 2,                     # 0 bound1, 1 em[K-1].px (push), 2 new.px
+            "degraded": 1,
+        })
+
+        def resolve(pv, name):
+            r = Signal(side_layout, name=name)
+            for j in range(K):
+                up = pv.em[j + 1].as_value() if j + 1 < K else zero_lv
+                down = pv.em[j - 1].as_value() if j else zero_lv
+                c = pv.code[j]
+                m.d.comb += r.lv[j].eq(Mux(c[1], Mux(c[0], pv.new.as_value(), down),
+                                           Mux(c[0], up, pv.em[j].as_value())))
+            m.d.comb += [
+                r.ovf.eq(Mux(pv.ovf_sel[1], pv.ovf[2], Mux(pv.ovf_sel[0], pv.ovf[1], pv.ovf[0]))),
+                r.bound.eq(Mux(pv.bound_sel[1], pv.new.px, Mux(pv.bound_sel[0], pv.em[K - 1].px, pv.bound1))),
+                r.degraded.eq(pv.degraded),
+            ]
+            return r
+        zero_lv = Const(0, Level.as_shape().size)
+        lw_p, lw2_p = Signal(pend_layout), Signal(pend_layout)
+        lw_data, lw2_data = resolve(lw_p, "lw_data"), resolve(lw2_p, "lw2_data")
         lw_new = Signal()                     # lw was written last cycle: write it to the RAM now
         weB = Signal()
         lvB = Signal(lv_layout)
-        newB = Signal(side_layout)            # the B result
+        newB = Signal(pend_layout)            # the B result (unresolved)
         with m.If(weB):
-            m.d.sync += [lw_v.eq(1), lw_slot.eq(lvB.slot), lw_buy.eq(lvB.buy), lw_data.eq(newB),
-                         lw2_v.eq(lw_v), lw2_slot.eq(lw_slot), lw2_buy.eq(lw_buy), lw2_data.eq(lw_data)]
+            m.d.sync += [lw_v.eq(1), lw_slot.eq(lvB.slot), lw_buy.eq(lvB.buy), lw_p.eq(newB),
+                         lw2_v.eq(lw_v), lw2_slot.eq(lw_slot), lw2_buy.eq(lw_buy), lw2_p.eq(lw_p)]
         m.d.sync += lw_new.eq(weB)
         for b in (0, 1):
             m.d.comb += [sides[b].we.eq(lw_new & (lw_buy == b)), sides[b].waddr.eq(lw_slot),
@@ -891,34 +919,34 @@ class MarketBook(wiring.Component):
                          v.sz.eq(Mux(q.ma[i], q.suma[i], Mux(q.md[i], q.sumd[i], eB.lv[i].sz))),
                          emlive[i].eq(q.live[i] & ~q.rm[i])]
             emod.append(v)
-        zero_lv = Const(0, Level.as_shape().size)
-        new_lv = Signal(Level)
-        m.d.comb += [new_lv.px.eq(q.op.p_a), new_lv.sz.eq(q.op.s_a)]
-        # newB (and row below) are driven whole, by unconditional assignments only: a signal driven partly by
-        # a process and partly by plain connections comes out of Yosys' write_verilog with per-slice
-        # `always @*` blocks that have no time-0 trigger, and on Icarus a slice whose source never changes
-        # (e.g. ``degraded`` or ``stale`` staying 0 all run) stays X for ever.
-        new_ovf, new_bound = Signal(48), Signal(32)
-        m.d.comb += [newB.ovf.eq(new_ovf), newB.bound.eq(new_bound),
-                     newB.degraded.eq(eB.degraded | q.op.degrade)]
+        # newB is driven whole, by unconditional assignments only: a signal driven partly by a process and
+        # partly by plain connections comes out of Yosys' write_verilog with per-slice `always @*` blocks
+        # that have no time-0 trigger, and on Icarus a slice whose source never changes stays X for ever.
+        # Entry j: after an insert above it, the entry above (or j itself if the removal closed the gap);
+        # the insert's position, the new level; otherwise j, or j + 1 after a removal at or above j.
+        codes = []
         for j in range(K):
-            cur = Mux(Rt[j], emod[j + 1].as_value() if j + 1 < K else zero_lv, emod[j].as_value())
+            c = Signal(2, name=f"code{j}")
+            keep = Mux(Rt[j], 1, 0)
             if j:
-                prev = Mux(Rt[j - 1], emod[j].as_value(), emod[j - 1].as_value())
-                m.d.comb += newB.lv[j].eq(Mux(ins & bap[j - 1], prev, Mux(ins & bap[j], new_lv.as_value(), cur)))
+                m.d.comb += c.eq(Mux(ins & bap[j - 1], Mux(Rt[j - 1], 0, 2), Mux(ins & bap[j], 3, keep)))
             else:
-                m.d.comb += newB.lv[j].eq(Mux(ins & bap[j], new_lv.as_value(), cur))
+                m.d.comb += c.eq(Mux(ins & bap[j], 3, keep))
+            codes.append(c)
         o_dk = Signal(48)
         m.d.comb += o_dk.eq(q.o_k - q.op.s_d)
-        with m.If(push):
+        m.d.comb += [
+            newB.em.eq(Cat(*(v.as_value() for v in emod))), newB.new.px.eq(q.op.p_a), newB.new.sz.eq(q.op.s_a),
+            newB.code.eq(Cat(*codes)),
             # the pushed-out entry is the K-th after the delete half (smaller if the delete took from it)
-            m.d.comb += [new_ovf.eq(Mux(del_untracked | q.md[K - 1], o_dk, q.o_k)),
-                         new_bound.eq(eB.lv[K - 1].px)]
-        with m.Elif(to_ovf):
-            m.d.comb += [new_ovf.eq(Mux(del_untracked, q.o_da, q.o_a)),
-                         new_bound.eq(Mux(~ovf1_any | q.beats, q.op.p_a, bound1))]
-        with m.Else():
-            m.d.comb += [new_ovf.eq(Mux(del_untracked, q.o_d, eB.ovf)), new_bound.eq(bound1)]
+            newB.ovf[2].eq(Mux(del_untracked | q.md[K - 1], o_dk, q.o_k)),
+            newB.ovf[1].eq(Mux(del_untracked, q.o_da, q.o_a)),
+            newB.ovf[0].eq(Mux(del_untracked, q.o_d, eB.ovf)),
+            newB.ovf_sel.eq(Mux(push, 2, Mux(to_ovf, 1, 0))),
+            newB.bound1.eq(bound1),
+            newB.bound_sel.eq(Mux(push, 1, Mux(to_ovf & (~ovf1_any | q.beats), 2, 0))),
+            newB.degraded.eq(eB.degraded | q.op.degrade),
+        ]
         count("out_of_window", q.op.valid & q.op.has & (to_ovf | push))
         m.d.comb += weB.eq(q.op.valid & q.op.has & (q.op.del_en | q.op.add_en | q.op.degrade))
 
@@ -949,13 +977,21 @@ class MarketBook(wiring.Component):
             row.flags.degraded.eq(q.op.mismatch | q.op.lost_row |
                                   q.op.has & (eB.degraded | q.op.degrade | q.o_deg)),
         ]
+        # this side's best is resolved at stage 7 from entry 0's candidates; the row register holds the other
+        # side's (or 0) in both places
         mine_bid, mine_ask = q.op.has & q.op.buy, q.op.has & ~q.op.buy
         m.d.comb += [
-            row.bid_px.eq(Mux(mine_bid, newB.lv[0].px, Mux(mine_ask, q.o_px, 0))),
-            row.bid_sz.eq(Mux(mine_bid, newB.lv[0].sz, Mux(mine_ask, q.o_sz, 0))),
-            row.ask_px.eq(Mux(mine_ask, newB.lv[0].px, Mux(mine_bid, q.o_px, 0))),
-            row.ask_sz.eq(Mux(mine_ask, newB.lv[0].sz, Mux(mine_bid, q.o_sz, 0))),
+            row.bid_px.eq(Mux(mine_ask, q.o_px, 0)), row.bid_sz.eq(Mux(mine_ask, q.o_sz, 0)),
+            row.ask_px.eq(Mux(mine_bid, q.o_px, 0)), row.ask_sz.eq(Mux(mine_bid, q.o_sz, 0)),
         ]
+        best_c = Signal(data.StructLayout({"em0": Level, "em1": Level, "new": Level, "code": 2,
+                                           "bid": 1, "ask": 1}))
+        m.d.sync += [best_c.em0.eq(newB.em[0]), best_c.em1.eq(newB.em[1] if K > 1 else zero_lv),
+                     best_c.new.eq(newB.new), best_c.code.eq(newB.code[0]),
+                     best_c.bid.eq(mine_bid), best_c.ask.eq(mine_ask)]
+        best = Signal(Level)
+        m.d.comb += best.eq(Mux(best_c.code[1], best_c.new.as_value(),
+                                Mux(best_c.code[0], best_c.em1.as_value(), best_c.em0.as_value())))
 
         # ---- stage 7: record out (row registered; emit and out_of_window from the parts above)
         o_row_q, o_done = Signal(TopOfBook), Signal()
@@ -967,6 +1003,10 @@ class MarketBook(wiring.Component):
         m.d.comb += [
             o_valid.eq(rq.valid & (rq.has & (bbo_changed | rq.deg_changed | ow_changed) | rq.lost_row)),
             o_row.eq(o_row_q), o_row.flags.out_of_window.eq(rq.has & (unk_after | rq.o_unk)),
+            o_row.bid_px.eq(Mux(best_c.bid, best.px, o_row_q.bid_px)),
+            o_row.bid_sz.eq(Mux(best_c.bid, best.sz, o_row_q.bid_sz)),
+            o_row.ask_px.eq(Mux(best_c.ask, best.px, o_row_q.ask_px)),
+            o_row.ask_sz.eq(Mux(best_c.ask, best.sz, o_row_q.ask_sz)),
         ]
         m.d.comb += [self.applied.eq(o_done), self.applied_seq.eq(o_row.seq), retire.eq(o_done)]
 
