@@ -566,15 +566,28 @@ class MarketBook(wiring.Component):
                          p_raw_valid[i].eq(r.valid), way_r[i].eq(_body(r))]
         my_bkt = an[1]                                   # the P op's bucket
         p_sel = [Signal(W, name=f"p_sel_h{k}") for k in range(3)]
-        p_hit = [Signal(name=f"p_hit_h{k}") for k in range(3)]
-        p_loc = [Signal(name=f"p_loc_h{k}") for k in range(3)]
         # hn[0] at A was made at B during P: ow_*, whose ref/locate are B's key
         cands = [(ow_en, ow_addr, ow_data.valid, kref[2], kloc[2]),
                  (hn[0][0], hn[0][1], hn[0][2].valid, hn[0][2].ref, hn[0][2].loc),
                  (hn[1][0], hn[1][1], hn[1][2].valid, hn[1][2].ref, hn[1][2].loc)]
+        c_sel, c_hit, c_loc = [], [], []
         for k, (en, addr, valid, ref, loc) in enumerate(cands):
-            m.d.sync += [p_sel[k].eq(Mux(addr == my_bkt, en, 0)), p_hit[k].eq(valid & (ref == kref[0])),
-                         p_loc[k].eq(loc == kloc[0])]
+            sel, hit_k, loc_k = Signal(W, name=f"c_sel_h{k}"), Signal(name=f"c_hit_h{k}"), Signal(name=f"c_loc_h{k}")
+            m.d.comb += [sel.eq(Mux(addr == my_bkt, en, 0)), hit_k.eq(valid & (ref == kref[0])),
+                         loc_k.eq(loc == kloc[0])]
+            c_sel.append(sel), c_hit.append(hit_k), c_loc.append(loc_k)
+            m.d.sync += p_sel[k].eq(sel)          # for stage A's data mux
+        # per way, what the newest of those writes says (hit, valid, locate), merged here so that stage A
+        # picks between three sources (the write made now, the history, the RAM) for its decisions
+        h_sel, h_hit, h_valid, h_loc = Signal(W), Signal(W), Signal(W), Signal(W)
+        for i in range(W):
+            hit_i, valid_i, loc_i = Const(0), Const(0), Const(0)
+            for k in reversed(range(3)):             # oldest first, so the newest wins
+                hit_i = Mux(c_sel[k][i], c_hit[k], hit_i)
+                valid_i = Mux(c_sel[k][i], cands[k][2], valid_i)
+                loc_i = Mux(c_sel[k][i], c_loc[k], loc_i)
+            m.d.sync += [h_sel[i].eq(Cat(*(c[i] for c in c_sel)).any()), h_hit[i].eq(hit_i),
+                         h_valid[i].eq(valid_i), h_loc[i].eq(loc_i)]
         # the write made at A's own cycle (by the op now at A): same bucket, and its key
         p_cur_same, p_cur_hit, p_cur_loc = Signal(), Signal(), Signal()
         m.d.sync += [p_cur_same.eq(an[2] == my_bkt), p_cur_hit.eq(kref[1] == kref[0]),
@@ -636,7 +649,9 @@ class MarketBook(wiring.Component):
             m.d.comb += [v.eq(way_r[i]), hv.eq(p_raw_hit[i]), vv.eq(p_raw_valid[i]), lv_.eq(p_raw_loc[i])]
             for k in reversed(range(3)):                 # oldest first, so the newest wins
                 with m.If(p_sel[k][i]):
-                    m.d.comb += [v.eq(hn_body[k]), hv.eq(p_hit[k]), vv.eq(hn[k][2].valid), lv_.eq(p_loc[k])]
+                    m.d.comb += v.eq(hn_body[k])
+            with m.If(h_sel[i]):
+                m.d.comb += [hv.eq(h_hit[i]), vv.eq(h_valid[i]), lv_.eq(h_loc[i])]
             # the write being made now: B holds a radd (a new entry) or the REPLACE of the radd at A (its
             # original, deleted); nothing else can be at B while a book op is at A (book ops 2 apart)
             with m.If(p_cur_same & ob_wwe[i]):
