@@ -786,8 +786,8 @@ class MarketBook(wiring.Component):
         lw_slot, lw2_slot = Signal(sbits), Signal(sbits)
         lw_buy, lw2_buy = Signal(), Signal()
         # B registers its result unresolved (`pend_layout`: the entries' candidates and a select code per
-        # entry), so the insert decision drives a few code bits, not every bit of the side word; each reader
-        # (the RAM write, stage A's forwarding) resolves it with one 4:1 mux level.
+        # entry), so the insert decision drives a few code bits, not every bit of the side word; one 4:1 mux
+        # level resolves it for its readers (the RAM write, stage A's forwarding, lw2).
         pend_layout = data.StructLayout({
             "em": data.ArrayLayout(Level, K),         # the entries after the size updates
             "new": Level,                             # the add's new level
@@ -812,15 +812,16 @@ class MarketBook(wiring.Component):
             ]
             return r
         zero_lv = Const(0, Level.as_shape().size)
-        lw_p, lw2_p = Signal(pend_layout), Signal(pend_layout)
-        lw_data, lw2_data = resolve(lw_p, "lw_data"), resolve(lw2_p, "lw2_data")
+        lw_p = Signal(pend_layout)
+        lw_data = resolve(lw_p, "lw_data")
+        lw2_data = Signal(side_layout)        # the write before: resolved when it moves down
         lw_new = Signal()                     # lw was written last cycle: write it to the RAM now
         weB = Signal()
         lvB = Signal(lv_layout)
         newB = Signal(pend_layout)            # the B result (unresolved)
         with m.If(weB):
             m.d.sync += [lw_v.eq(1), lw_slot.eq(lvB.slot), lw_buy.eq(lvB.buy), lw_p.eq(newB),
-                         lw2_v.eq(lw_v), lw2_slot.eq(lw_slot), lw2_buy.eq(lw_buy), lw2_p.eq(lw_p)]
+                         lw2_v.eq(lw_v), lw2_slot.eq(lw_slot), lw2_buy.eq(lw_buy), lw2_data.eq(lw_data)]
         m.d.sync += lw_new.eq(weB)
         for b in (0, 1):
             m.d.comb += [sides[b].we.eq(lw_new & (lw_buy == b)), sides[b].waddr.eq(lw_slot),
