@@ -230,6 +230,12 @@ class _Mem:
         with m.Else():
             m.d.comb += [wp.en.eq(self.we), wp.addr.eq(self.waddr), wp.data.eq(self.wdata)]
 
+    def read_data(self, addr):
+        """The read port's data (comb, at c+1 for an address at c), for a consumer that registers it."""
+        rp = self.mem.read_port()
+        self._m.d.comb += rp.addr.eq(addr)
+        return rp.data
+
     def read(self, addr):
         rp = self.mem.read_port()
         self._m.d.comb += rp.addr.eq(addr)
@@ -528,8 +534,12 @@ class MarketBook(wiring.Component):
         m.d.comb += rd_addr.eq(Mux(ra_v[0], bucket(ra_ref[0]), bucket(op.ref)))   # not gated by accept
         way_raw = [w.read(rd_addr) for w in ways]
         # an[k]: the bucket read k + 1 cycles ago (= the bucket of the op at order stage k + 1)
-        an = [Signal(bbits, name=f"a{k + 1}") for k in range(4)]
-        m.d.sync += [an[0].eq(rd_addr)] + [an[k].eq(an[k - 1]) for k in range(1, 4)]
+        an = [Signal(bbits, name=f"a{k + 1}") for k in range(5)]
+        m.d.sync += [an[0].eq(rd_addr)] + [an[k].eq(an[k - 1]) for k in range(1, 5)]
+        # same_s[d]: the op at order stage 1 has the bucket of the op at stage 1 + d, registered (so at P,
+        # whether the P op's bucket is that of the op at stage 2 + d: A, B and the two stages after B)
+        same_s = [Signal(name=f"same_bkt{d}") for d in range(1, 5)]
+        m.d.sync += [same_s[d - 1].eq(an[0] == an[d]) for d in range(1, 5)]
         loc_rd = loctab.read(op.locate[:lbits] if lbits else 0)
 
         # the (ref, locate) each order-table op looks up and writes (a radd: the new ref, its REPLACE's
@@ -564,16 +574,15 @@ class MarketBook(wiring.Component):
             r = way_raw[i]
             m.d.sync += [p_raw_hit[i].eq(r.valid & (r.ref == kref[0])), p_raw_loc[i].eq(r.loc == kloc[0]),
                          p_raw_valid[i].eq(r.valid), way_r[i].eq(_body(r))]
-        my_bkt = an[1]                                   # the P op's bucket
         p_sel = [Signal(W, name=f"p_sel_h{k}") for k in range(3)]
         # hn[0] at A was made at B during P: ow_*, whose ref/locate are B's key
         cands = [(ow_en, ow_addr, ow_data.valid, kref[2], kloc[2]),
                  (hn[0][0], hn[0][1], hn[0][2].valid, hn[0][2].ref, hn[0][2].loc),
                  (hn[1][0], hn[1][1], hn[1][2].valid, hn[1][2].ref, hn[1][2].loc)]
         c_sel, c_hit, c_loc = [], [], []
-        for k, (en, addr, valid, ref, loc) in enumerate(cands):
+        for k, (en, addr, valid, ref, loc) in enumerate(cands):          # addr: the bucket of same_s[k + 1]
             sel, hit_k, loc_k = Signal(W, name=f"c_sel_h{k}"), Signal(name=f"c_hit_h{k}"), Signal(name=f"c_loc_h{k}")
-            m.d.comb += [sel.eq(Mux(addr == my_bkt, en, 0)), hit_k.eq(valid & (ref == kref[0])),
+            m.d.comb += [sel.eq(Mux(same_s[k + 1], en, 0)), hit_k.eq(valid & (ref == kref[0])),
                          loc_k.eq(loc == kloc[0])]
             c_sel.append(sel), c_hit.append(hit_k), c_loc.append(loc_k)
             m.d.sync += p_sel[k].eq(sel)          # for stage A's data mux
@@ -590,7 +599,7 @@ class MarketBook(wiring.Component):
                          h_valid[i].eq(valid_i), h_loc[i].eq(loc_i)]
         # the write made at A's own cycle (by the op now at A): same bucket, and its key
         p_cur_same, p_cur_hit, p_cur_loc = Signal(), Signal(), Signal()
-        m.d.sync += [p_cur_same.eq(an[2] == my_bkt), p_cur_hit.eq(kref[1] == kref[0]),
+        m.d.sync += [p_cur_same.eq(same_s[0]), p_cur_hit.eq(kref[1] == kref[0]),
                      p_cur_loc.eq(kloc[1] == kloc[0])]
 
         # P: locate-table read-modify-write (slot allocation for a valid add, H and Y codes). The add's slot
@@ -631,8 +640,9 @@ class MarketBook(wiring.Component):
         la = Signal(data.StructLayout({"has": 1, "slot": sbits, "lost_row": 1}))    # has: a slot (an ADD: given)
         m.d.sync += [la.has.eq(has2), la.slot.eq(slot2), la.lost_row.eq(lost_row)]
 
-        # level-table read: both sides of the slot, from a register (at A; the words arrive at level stage A)
-        side_raw = [s.read(la.slot) for s in sides]
+        # level-table read: both sides of the slot, from a register (at A); at stage 4 the op's side picks its
+        # own and the other side's word into the registers level stage A reads
+        side_rd = [s.read_data(la.slot) for s in sides]
 
         # ---- order stage A (stage 3): per way, the newest of {the write being made now, the last three
         # writes, the RAM}; hits and decisions from the P compares (every select here is a register)
@@ -734,6 +744,8 @@ class MarketBook(wiring.Component):
         ]
         ob_buy = Signal()
         m.d.sync += ob_buy.eq(Mux(is_radd, rd_buy, u3.buy))
+        # the main op's side at stage 4 (= my_buy4 below), in copies for the level words' side muxes
+        buy4 = _dup_reg(m, Mux(k == _UKind.ADD, u3.buy, hit_entry.buy), 4, "buy4")
         # a radd's entry: all registers (the op at A forwards it in the same cycle)
         m.d.comb += [radd_entry.valid.eq(1), radd_entry.ref.eq(kref[2]), radd_entry.loc.eq(kloc[2]),
                      radd_entry.buy.eq(ob_buy), radd_entry.shares.eq(u5.shares), radd_entry.price.eq(u5.price)]
@@ -778,7 +790,8 @@ class MarketBook(wiring.Component):
             lv5.p_d.eq(ob_hit.price), lv5.s_d.eq(s_d4),
             lv5.add_en.eq(main4 & (ob_ins | is_repl4 & ob_found & radd_ins)),
             lv5.p_a.eq(u4.price), lv5.s_a.eq(u4.shares), lv5.x.eq(x4), lv5.sda.eq(sda4),
-            lv5.sd_zero.eq(s_d4 == 0), lv5.x_zero.eq(x4 == 0),
+            lv5.sd_zero.eq(Mux(full, ob_hit.shares == 0, u4.shares == 0)),
+            lv5.x_zero.eq(Mux(is_repl4 & same_px4, u4.shares == ob_hit.shares, u4.shares == 0)),
         ]
 
         # ---- level write history: B (stage 6) results land in lw, which writes the RAM one cycle later
@@ -835,19 +848,28 @@ class MarketBook(wiring.Component):
 
         # forwarding selects for stage A (stage 5), computed at stage 4 from the op's (slot, side)
         my_buy4 = Mux(u4.kind == _UKind.ADD, u4.buy, ob_hit.buy)
+        # level stage B writes the side (lw, then the RAM): registered at level stage A, one copy for lw's
+        # enables, one for the selects below
+        we_B = _dup_reg(m, lv5.valid & lv5.has & (lv5.del_en | lv5.add_en | lv5.degrade), 2, "weB")
+        side_own, side_other = Signal(side_layout), Signal(side_layout)
+        for j, fld in enumerate([f"lv{i}" for i in range(K)] + ["ovf", "bound", "degraded"]):
+            def part(w, fld=fld):
+                return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
+            b = buy4[j % len(buy4)]
+            m.d.sync += [part(side_own).eq(Mux(b, part(side_rd[1]), part(side_rd[0]))),
+                         part(side_other).eq(Mux(b, part(side_rd[0]), part(side_rd[1])))]
 
         def fsel(buy, n=1, name="osel"):
             def match(v, slot, b):
                 return v & (slot == lb.slot) & (b == buy)
-            s1 = _dup_reg(m, Mux(weB, match(1, lvB.slot, lvB.buy), match(lw_v, lw_slot, lw_buy)), n, f"{name}1")
-            s2 = _dup_reg(m, Mux(weB, match(lw_v, lw_slot, lw_buy), match(lw2_v, lw2_slot, lw2_buy)), n,
+            s1 = _dup_reg(m, Mux(we_B[1], match(1, lvB.slot, lvB.buy), match(lw_v, lw_slot, lw_buy)), n, f"{name}1")
+            s2 = _dup_reg(m, Mux(we_B[1], match(lw_v, lw_slot, lw_buy), match(lw2_v, lw2_slot, lw2_buy)), n,
                           f"{name}2")
             return s1, s2
         # this side's selects drive every bit of its word (K x 64 + 81): NDUP copies of each (and of the
         # side), each driving a share of the entries
         NDUP = 4
         dsel1, dsel2 = fsel(my_buy4, NDUP, "sel")
-        dbuy = _dup_reg(m, my_buy4, NDUP, "buy5")
         (osel1,), (osel2,) = fsel(~my_buy4)
 
         # ---- level stage A (stage 5): compares
@@ -855,14 +877,13 @@ class MarketBook(wiring.Component):
         e = Signal(side_layout)
 
         def esel(k, f):
-            return Mux(dsel1[k], f(lw_data), Mux(dsel2[k], f(lw2_data), Mux(dbuy[k], f(side_raw[1]), f(side_raw[0]))))
+            return Mux(dsel1[k], f(lw_data), Mux(dsel2[k], f(lw2_data), f(side_own)))
         for i in range(K):
             m.d.comb += e.lv[i].eq(esel(i % NDUP, lambda w, i=i: w.lv[i]))
         for j, fld in enumerate(("ovf", "bound", "degraded")):
             m.d.comb += getattr(e, fld).eq(esel(j % NDUP, lambda w, fld=fld: getattr(w, fld)))
         o = Signal(side_layout)
-        m.d.comb += o.eq(Mux(osel1, lw_data, Mux(osel2, lw2_data,
-                                                 Mux(op5.buy, side_raw[0].as_value(), side_raw[1].as_value()))))
+        m.d.comb += o.eq(Mux(osel1, lw_data, Mux(osel2, lw2_data, side_other)))
         p_a, p_d, s_a, s_d = op5.p_a, op5.p_d, op5.s_a, op5.s_d
         live, md, zd, ma, ba = Signal(K), Signal(K), Signal(K), Signal(K), Signal(K)
         sumd = [Signal(32, name=f"sumd{i}") for i in range(K)]
@@ -964,7 +985,7 @@ class MarketBook(wiring.Component):
             newB.degraded.eq(eB.degraded | q.op.degrade),
         ]
         count("out_of_window", q.op.valid & q.op.has & (to_ovf | push))
-        m.d.comb += weB.eq(q.op.valid & q.op.has & (q.op.del_en | q.op.add_en | q.op.degrade))
+        m.d.comb += weB.eq(we_B[0])
 
         # row: only this side can change; the other side's best and flags come from stage A. Whether it is
         # emitted and its out_of_window flag are registered here in parts and combined at stage 7 (so the
