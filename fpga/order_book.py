@@ -216,11 +216,20 @@ class _UOp(data.Struct):
 class _Mem:
     """A block RAM with one write port (``we``/``waddr``/``wdata``, comb; zeros while ``clearing``) and
     registered reads: :meth:`read` takes an address at cycle c and returns the RAM's value as of the
-    start of cycle c (writes made at c and later are missed) from a register at c+2."""
+    start of cycle c (writes made at c and later are missed) from a register at c+2.
 
-    def __init__(self, m, name, shape, depth, clearing, clear_addr):
+    ``collisions_forwarded=True``: every reader overrides the value read at c with the write made at c when
+    the addresses match, so what the RAM returns then does not matter: the memory is marked
+    ``no_rw_check`` and read through a combinational port and a register (which Yosys's memory_dff merges
+    into the block RAM as a port that returns don't-care on a collision), so Yosys adds no soft logic
+    emulating read-old-data (an address compare, a bypass register and a mux on the read data). Simulation
+    still returns the old data."""
+
+    def __init__(self, m, name, shape, depth, clearing, clear_addr, collisions_forwarded=False):
         self._m, self.shape = m, shape
-        self.mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=[])
+        self._fwd = collisions_forwarded
+        attrs = {"no_rw_check": 1} if collisions_forwarded else None
+        self.mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=[], attrs=attrs)
         wp = self.mem.write_port()
         self.we = Signal(name=f"{name}_we")
         self.waddr = Signal(range(depth), name=f"{name}_waddr")
@@ -231,16 +240,20 @@ class _Mem:
             m.d.comb += [wp.en.eq(self.we), wp.addr.eq(self.waddr), wp.data.eq(self.wdata)]
 
     def read_data(self, addr):
-        """The read port's data (comb, at c+1 for an address at c), for a consumer that registers it."""
-        rp = self.mem.read_port()
+        """The read data at c+1 for an address at c (the block RAM's output), for a consumer that registers it."""
+        if self._fwd:
+            rp = self.mem.read_port(domain="comb")
+            data = Signal(self.shape, reset_less=True)
+            self._m.d.sync += data.eq(rp.data)
+        else:
+            rp = self.mem.read_port()
+            data = rp.data
         self._m.d.comb += rp.addr.eq(addr)
-        return rp.data
+        return data
 
     def read(self, addr):
-        rp = self.mem.read_port()
-        self._m.d.comb += rp.addr.eq(addr)
         raw = Signal(self.shape)
-        self._m.d.sync += raw.eq(rp.data)
+        self._m.d.sync += raw.eq(self.read_data(addr))
         return raw
 
 
@@ -435,8 +448,8 @@ class MarketBook(wiring.Component):
             with m.If(clear_addr == self.clear_cycles - 1):
                 m.d.sync += clearing.eq(0)
 
-        def sweep(name, shape, depth):
-            return _Mem(m, name, shape, depth, clearing, clear_addr[:max(1, _log2(depth))])
+        def sweep(name, shape, depth, collisions_forwarded=False):
+            return _Mem(m, name, shape, depth, clearing, clear_addr[:max(1, _log2(depth))], collisions_forwarded)
 
         def bucket(ref):
             b = self.bucket_of(ref)
@@ -460,9 +473,11 @@ class MarketBook(wiring.Component):
             "lv": data.ArrayLayout(Level, LD), "ovf": 1, "unknown": 1, "degraded": 1,
         })
 
-        ways = [sweep(f"way{i}", entry_layout, self.buckets) for i in range(W)]
+        # the order table's and the level words' readers forward every write their read misses, the one made in
+        # the read's own cycle included (stage A's hn[2] and the lw/lw2 selects)
+        ways = [sweep(f"way{i}", entry_layout, self.buckets, True) for i in range(W)]
         loctab = _FwdMemory(m, "loctab", loc_layout, NL, clearing, clear_addr[:max(1, lbits)], wdelay=1)
-        sides = [sweep(f"side{b}", side_layout, max(2, S)) for b in (0, 1)]      # [0] asks, [1] bids
+        sides = [sweep(f"side{b}", side_layout, max(2, S), True) for b in (0, 1)]      # [0] asks, [1] bids
         tops = [sweep(f"top{b}", top_layout, max(2, S)) for b in (0, 1)]
 
         counters = {name: getattr(self.counters, name) for name in COUNTERS}
@@ -851,39 +866,40 @@ class MarketBook(wiring.Component):
         # level stage B writes the side (lw, then the RAM): registered at level stage A, one copy for lw's
         # enables, one for the selects below
         we_B = _dup_reg(m, lv5.valid & lv5.has & (lv5.del_en | lv5.add_en | lv5.degrade), 2, "weB")
+        def match(v, slot, b, buy):
+            return v & (slot == lb.slot) & (b == buy)
+
+        # The op at stage 4 reads its side's word at level stage A from lw as it will be then (sel1: B's result
+        # being made now, or the last one), else from the word registered here: lw2 as it will be at A when its
+        # slot and side match (decided here), or the RAM's. So stage A picks from two sources.
+        lw2_next = Signal(side_layout)
+        m.d.comb += lw2_next.eq(Mux(weB, lw_data, lw2_data))
         side_own, side_other = Signal(side_layout), Signal(side_layout)
-        for j, fld in enumerate([f"lv{i}" for i in range(K)] + ["ovf", "bound", "degraded"]):
+        parts = [f"lv{i}" for i in range(K)] + ["ovf", "bound", "degraded"]
+        NDUP = len(buy4)
+        for j, fld in enumerate(parts):
             def part(w, fld=fld):
                 return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
-            b = buy4[j % len(buy4)]
-            m.d.sync += [part(side_own).eq(Mux(b, part(side_rd[1]), part(side_rd[0]))),
-                         part(side_other).eq(Mux(b, part(side_rd[0]), part(side_rd[1])))]
-
-        def fsel(buy, n=1, name="osel"):
-            def match(v, slot, b):
-                return v & (slot == lb.slot) & (b == buy)
-            s1 = _dup_reg(m, Mux(we_B[1], match(1, lvB.slot, lvB.buy), match(lw_v, lw_slot, lw_buy)), n, f"{name}1")
-            s2 = _dup_reg(m, Mux(we_B[1], match(lw_v, lw_slot, lw_buy), match(lw2_v, lw2_slot, lw2_buy)), n,
-                          f"{name}2")
-            return s1, s2
-        # this side's selects drive every bit of its word (K x 64 + 81): NDUP copies of each (and of the
-        # side), each driving a share of the entries
-        NDUP = 4
-        dsel1, dsel2 = fsel(my_buy4, NDUP, "sel")
-        (osel1,), (osel2,) = fsel(~my_buy4)
+            b = buy4[j % NDUP]
+            own2 = Mux(we_B[1], match(lw_v, lw_slot, lw_buy, b), match(lw2_v, lw2_slot, lw2_buy, b))
+            oth2 = Mux(we_B[1], match(lw_v, lw_slot, lw_buy, ~b), match(lw2_v, lw2_slot, lw2_buy, ~b))
+            m.d.sync += [part(side_own).eq(Mux(own2, part(lw2_next), Mux(b, part(side_rd[1]), part(side_rd[0])))),
+                         part(side_other).eq(Mux(oth2, part(lw2_next), Mux(b, part(side_rd[0]), part(side_rd[1]))))]
+        # sel1, registered (this side's drives every bit of its word: NDUP copies, each for a share)
+        def sel1(buy):         # lw as it will be at A matches
+            return Mux(we_B[1], match(1, lvB.slot, lvB.buy, buy), match(lw_v, lw_slot, lw_buy, buy))
+        dsel1 = _dup_reg(m, sel1(my_buy4), NDUP, "sel1")
+        osel1 = _dup_reg(m, sel1(~my_buy4), 1, "osel1")[0]
 
         # ---- level stage A (stage 5): compares
         op5 = lv5
         e = Signal(side_layout)
-
-        def esel(k, f):
-            return Mux(dsel1[k], f(lw_data), Mux(dsel2[k], f(lw2_data), f(side_own)))
-        for i in range(K):
-            m.d.comb += e.lv[i].eq(esel(i % NDUP, lambda w, i=i: w.lv[i]))
-        for j, fld in enumerate(("ovf", "bound", "degraded")):
-            m.d.comb += getattr(e, fld).eq(esel(j % NDUP, lambda w, fld=fld: getattr(w, fld)))
+        for j, fld in enumerate(parts):
+            def part(w, fld=fld):
+                return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
+            m.d.comb += part(e).eq(Mux(dsel1[j % NDUP], part(lw_data), part(side_own)))
         o = Signal(side_layout)
-        m.d.comb += o.eq(Mux(osel1, lw_data, Mux(osel2, lw2_data, side_other)))
+        m.d.comb += o.eq(Mux(osel1, lw_data, side_other))
         p_a, p_d, s_a, s_d = op5.p_a, op5.p_d, op5.s_a, op5.s_d
         live, md, zd, ma, ba = Signal(K), Signal(K), Signal(K), Signal(K), Signal(K)
         sumd = [Signal(32, name=f"sumd{i}") for i in range(K)]
