@@ -75,24 +75,31 @@ table only, using the order-table read port the next message never needs):
 * 0: order-table read (the ref; a radd: the new ref), locate-table read. RAM outputs are registered (2).
 * 2: order stage P: every compare stage A needs, registered: per way, the RAM entry's tag against the ref
   (and valid), its locate against the message's; the same for each write the read missed (made at 0, 1
-  and 2: their refs and locates are registers) and for the write the op at A makes at 3; which way each of
-  those wrote in this bucket. Locate-table read-modify-write (slot allocation for a valid add, H/Y codes: a
+  and 2: their refs and locates are registers; whether they share this bucket was registered at 1), merged
+  per way into what the newest of them says; and for the write the op at A makes at 3. Locate-table read-modify-write (slot allocation for a valid add, H/Y codes: a
   one-cycle loop; the write reaches the RAM from registers a cycle later, and the read forwards the last
   three writes).
-* 3: order stage A: per way the newest of {RAM, the three missed writes, the write being made now} picks
-  its hit/valid/locate bits and its entry (all selects registers: no compare here); hit, free way, found,
-  decisions and counters, registered. Level read of both sides of the slot (address from a register).
+* 3: order stage A: per way the newest of {RAM, the missed writes (merged at P), the write being made now}
+  gives its hit/valid/locate bits and its entry (all selects registers: no compare here); hit, free way,
+  found, decisions and counters, registered. Level read of both sides of the slot (address from a
+  register). The order table and the level words have no read-old-data emulation (``no_rw_check``): their
+  readers forward the write made in the read's own cycle.
 * 4: order stage B: the order-table write; the level op (the hit entry's price/side/shares; for a REPLACE
   also its add half, decided by the radd in stage A this cycle; a radd whose new ref shares the
   original's bucket sees the original's way as free and not matching).
-* 5: level stage A: the side's word from the RAM or from the last two level writes (selects registered at
-  4, in 4 copies each, as is the side select, to split their fanout over the word's bits), both prices
-  against the K entries (equality, the add price's order, the sizes), the new sizes of every entry and of
-  the overflow precomputed, the other side's best and flags, all registered.
-* 6: level stage B: removal/insert positions (thermometer codes), the new array (a 4-way mux per entry),
-  overflow and bound, the row; registered into the last-write register, which writes the RAM (and the
-  lookup copy) at 7. Whether the row changed anything a row shows is registered in parts.
-* 7: record out: the row register, its emit decision and out_of_window flag combined from those parts.
+* 4 (also): both sides' words leave the RAM; the op's side (registered copies) picks its own and the other
+  side's word into registers, or the level write before the last when it is for the same slot and side.
+* 5: level stage A: the side's word from that register or from the last level write (select registered
+  at 4, in 4 copies to split its fanout over the word's bits), both prices against the K entries
+  (equality, the add price's order, the sizes), the new sizes of every entry and of the overflow
+  precomputed, the other side's best and flags, all registered.
+* 6: level stage B: removal/insert positions (thermometer codes) and from them a 2-bit select per entry
+  (the entry, the one below, the one above or the new level) and for the overflow and bound; registered
+  unresolved (the candidates and the selects) into the last-write register, which one 4:1 mux level
+  resolves for the RAM write (and the lookup copy) at 7 and for stage A's forwarding. Whether the row
+  changed anything a row shows is registered in parts; so are the candidates of the side's best.
+* 7: record out: the row (this side's best resolved from its candidates), its emit decision and
+  out_of_window flag combined from those parts.
 
 So the read-modify-write loops take 2 cycles (order table: A decide -> B write -> its compares at the
 next op's P; levels: A compare -> B shift/add -> write register -> next A), which the 2-cycle spacing of
