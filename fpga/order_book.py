@@ -552,8 +552,10 @@ class MarketBook(wiring.Component):
         for i in range(1, 5):
             m.d.sync += [ra_v[i].eq(ra_v[i - 1]), ra_ref[i].eq(ra_ref[i - 1])]
 
+        ra_bkt = Signal(bbits)                  # the radd's bucket, hashed when its REPLACE is taken
+        m.d.sync += ra_bkt.eq(bucket(op.new_ref))
         rd_addr = Signal(bbits)
-        m.d.comb += rd_addr.eq(Mux(ra_v[0], bucket(ra_ref[0]), bucket(op.ref)))   # not gated by accept
+        m.d.comb += rd_addr.eq(Mux(ra_v[0], ra_bkt, bucket(op.ref)))   # not gated by accept
         way_raw = [w.read(rd_addr) for w in ways]
         # an[k]: the bucket read k + 1 cycles ago (= the bucket of the op at order stage k + 1)
         an = [Signal(bbits, name=f"a{k + 1}") for k in range(5)]
