@@ -40,7 +40,7 @@ class BookOp(data.Struct):
     seq: unsigned(32)
     locate: unsigned(16)
     ref: unsigned(64)           # bytes 11..18 of every message: the order reference where there is one
-    new_ref: unsigned(64)
+    new_ref: unsigned(64)       # bytes 19..26 of every message: U's new order reference
     buy: unsigned(1)
     shares: unsigned(32)
     price: unsigned(32)

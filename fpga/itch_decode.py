@@ -11,7 +11,8 @@ from ..wire import itch
 from .book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
 from .counters import count
 
-__all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY", "LATENCY_COMBINATIONAL", "REF_OFFSET"]
+__all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY", "LATENCY_COMBINATIONAL", "REF_OFFSET",
+           "NEW_REF_OFFSET"]
 
 #: Cycles from an accepted input message to its BookOp on ``o_stream`` (valid high), registered decoder
 #: (the default); :data:`LATENCY_COMBINATIONAL` with ``registered=False``. See :attr:`ItchDecoder.latency`.
@@ -46,6 +47,8 @@ OPS = {
 #: Where every order-referencing type keeps the order reference (``ref``): BookOp.ref is these 8 bytes
 #: of *every* message, not gated by the type (see :class:`ItchDecoder`).
 REF_OFFSET = itch.LAYOUTS["A"]["order_reference_number"].offset
+#: Where U keeps its new order reference: BookOp.new_ref is these 8 bytes of every message.
+NEW_REF_OFFSET = itch.LAYOUTS["U"]["new_order_reference_number"].offset
 
 
 def _check_ops():
@@ -63,6 +66,8 @@ def _check_ops():
                 raise TypeError(f"OPS[{code!r}]: {itch_field} ({size} bytes) does not fit BookOp.{op_field}")
             if op_field == "ref" and (layout[itch_field].offset, size) != (REF_OFFSET, 8):
                 raise TypeError(f"OPS[{code!r}]: ref must be the 8 bytes at offset {REF_OFFSET}")
+            if op_field == "new_ref" and (layout[itch_field].offset, size) != (NEW_REF_OFFSET, 8):
+                raise TypeError(f"OPS[{code!r}]: new_ref must be the 8 bytes at offset {NEW_REF_OFFSET}")
 
 
 _check_ops()
@@ -83,9 +88,10 @@ class ItchDecoder(wiring.Component):
     :data:`OPS`, ``locate`` from the message header. A message of a known type whose ``length`` is not its
     type's specification length is counted in ``malformed``; one whose type byte is unknown is counted in
     ``unknown``; both are emitted as ``OTHER`` (with ``seq`` and ``locate``) so downstream numbering stays
-    aligned. ``ref`` is bytes :data:`REF_OFFSET`..+7 of every message whatever its type (the order
-    reference of A F E C X D U, where all of them keep it; a don't-care for other kinds): a consumer that
-    hashes it, like the book's order-table read address, then has no type decode in front of the hash. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
+    aligned. ``ref`` is bytes :data:`REF_OFFSET`..+7 and ``new_ref`` bytes :data:`NEW_REF_OFFSET`..+7 of
+    every message whatever its type (the order references of A F E C X D U, where all of them keep them;
+    don't-cares for other kinds): a consumer that hashes them, like the book's order-table read address,
+    then has no type decode in front of the hash. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
 
     Latency (:attr:`latency`): with ``registered=True`` (the default) :data:`LATENCY` = 1 cycle, one
     register stage that holds while ``o_stream`` is not ready (``i_stream.ready = ~o_stream.valid |
@@ -126,7 +132,7 @@ class ItchDecoder(wiring.Component):
         # process below alone: a signal driven partly by a process and partly by plain connections comes out
         # of Yosys' write_verilog as per-slice `always @*` blocks without a time-0 trigger (X on Icarus).
         op = Signal(data.StructLayout({name: f.shape for name, f in data.Layout.cast(BookOp)
-                                       if name not in ("seq", "locate", "ref")}))
+                                       if name not in ("seq", "locate", "ref", "new_ref")}))
         known = Signal()
         well_formed = Signal()
         hit = Signal(len(TYPE_CODES))                     # one-hot: the message's type
@@ -140,7 +146,7 @@ class ItchDecoder(wiring.Component):
                     with m.If(well_formed):
                         m.d.comb += op.kind.eq(kind)
                         for op_field, itch_field in fields.items():
-                            if op_field == "ref":
+                            if op_field in ("ref", "new_ref"):
                                 continue            # ungated, below
                             value = big_endian(msg, layout, itch_field)
                             if op_field == "buy":
@@ -150,7 +156,8 @@ class ItchDecoder(wiring.Component):
 
         take = i.valid & i.ready
         fields = [o.payload.seq.eq(i.payload.seq), o.payload.locate.eq(big_endian(msg, itch.HEADER, "stock_locate")),
-                  o.payload.ref.eq(big_endian(msg, itch.LAYOUTS["A"], "order_reference_number"))]
+                  o.payload.ref.eq(big_endian(msg, itch.LAYOUTS["A"], "order_reference_number")),
+                  o.payload.new_ref.eq(big_endian(msg, itch.LAYOUTS["U"], "new_order_reference_number"))]
         fields += [getattr(o.payload, name).eq(getattr(op, name)) for name, _ in op.shape()]
         if self.registered:
             with m.If(o.ready):

@@ -19,7 +19,7 @@ from .moldudp64_rx import LATENCY as MOLD_LATENCY
 from .moldudp64_rx import MOLD_COUNTERS, MoldUDP64Receiver
 from .order_book import COUNTERS as BOOK_COUNTERS
 from .order_book import LookupSignature, MarketBook
-from .stream import AXIStreamTop, ByteStream
+from .stream import AXIStreamTop, ByteStream, SkidBuffer
 from .udp_rx import DEFAULT_GROUP, DEFAULT_PORT, UDP_COUNTERS, UDPReceiver
 from .udp_rx import LATENCY as UDP_LATENCY
 
@@ -47,7 +47,10 @@ class MarketDataPipeline(wiring.Component):
     Wiring: stream ports are joined with ``wiring.connect`` where their signatures agree (UDP ->
     MoldUDP64, splitter -> decoder -> book); the MoldUDP64 output carries ``user`` (the packet's first
     sequence number), which the splitter does not take, so that hop is joined field by field (data,
-    keep, last, valid, ready; ``user`` dropped). The MoldUDP64 receiver's sticky ``status.gap`` drives the
+    keep, last, valid, ready; ``user`` dropped) into a :class:`~.stream.SkidBuffer` in front of the
+    splitter: its registered ``ready`` ends the combinational ready path of the splitter (which depends on
+    the beat it parses and on the decoder's and the book's ready) instead of letting it run back through
+    the MoldUDP64 and UDP receivers. Empty, the skid adds no cycle. The MoldUDP64 receiver's sticky ``status.gap`` drives the
     book's ``stale`` input (so every TopOfBook row and lookup answer after a gap carries ``flags.stale``
     until the host strobes ``gap_clear``).
 
@@ -137,14 +140,18 @@ class MarketDataPipeline(wiring.Component):
 
         wiring.connect(m, wiring.flipped(self.i_stream), udp.i_stream)
         wiring.connect(m, udp.o_stream, mold.i_stream)
-        # MoldUDP64 -> splitter: same byte stream, minus `user`.
+        # MoldUDP64 -> skid -> splitter: same byte stream, minus `user`. The skid registers the splitter's
+        # ready (which depends on the beat it parses, and on the decoder's and the book's), so that path
+        # ends here instead of running back through the MoldUDP64 and UDP receivers.
+        skid = m.submodules.skid = SkidBuffer(split.i_stream.payload.shape())
         m.d.comb += [
-            split.i_stream.payload.data.eq(mold.o_stream.payload.data),
-            split.i_stream.payload.keep.eq(mold.o_stream.payload.keep),
-            split.i_stream.payload.last.eq(mold.o_stream.payload.last),
-            split.i_stream.valid.eq(mold.o_stream.valid),
-            mold.o_stream.ready.eq(split.i_stream.ready),
+            skid.i_stream.payload.data.eq(mold.o_stream.payload.data),
+            skid.i_stream.payload.keep.eq(mold.o_stream.payload.keep),
+            skid.i_stream.payload.last.eq(mold.o_stream.payload.last),
+            skid.i_stream.valid.eq(mold.o_stream.valid),
+            mold.o_stream.ready.eq(skid.i_stream.ready),
         ]
+        wiring.connect(m, skid.o_stream, split.i_stream)
         wiring.connect(m, split.o_stream, dec.i_stream)
         wiring.connect(m, dec.o_stream, book.i_stream)
         wiring.connect(m, book.o_stream, wiring.flipped(self.o_stream))

@@ -516,28 +516,31 @@ class MarketBook(wiring.Component):
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
 
         # ---- stage 0: BookOp -> micro-op; order-table and locate-table reads
+        # Only valid, op and kind are gated by the handshake; every other field is a don't-care while valid
+        # is 0 (every use is under valid), so the handshake drives a few bits, not the whole micro-op. u0 is
+        # driven by plain assignments only (see newB below on mixed drivers and Icarus).
         u0 = Signal(_UOp)
-        with m.If(accept):
-            m.d.comb += [
-                u0.valid.eq(1), u0.op.eq(op.kind), u0.seq.eq(op.seq),
-                u0.locate.eq(op.locate), u0.ref.eq(op.ref), u0.buy.eq(op.buy), u0.shares.eq(op.shares),
-                u0.price.eq(op.price), u0.code.eq(op.code), u0.oor.eq(op.locate >= NL),
-            ]
-            with m.Switch(op.kind):
-                with m.Case(BookOpKind.ADD):
-                    m.d.comb += u0.kind.eq(_UKind.ADD)
-                with m.Case(BookOpKind.EXECUTE, BookOpKind.CANCEL):
-                    m.d.comb += u0.kind.eq(_UKind.REDUCE)
-                with m.Case(BookOpKind.DELETE):
-                    m.d.comb += u0.kind.eq(_UKind.DELETE)
-                with m.Case(BookOpKind.REPLACE):
-                    m.d.comb += u0.kind.eq(_UKind.REPL)
-                with m.Case(BookOpKind.TRADING_STATE):
-                    m.d.comb += u0.kind.eq(_UKind.STATE)
-                with m.Case(BookOpKind.REG_SHO):
-                    m.d.comb += u0.kind.eq(_UKind.SHO)
-                with m.Default():
-                    m.d.comb += u0.kind.eq(_UKind.NOP)
+        ukind = Signal(_UKind)
+        with m.Switch(op.kind):
+            with m.Case(BookOpKind.ADD):
+                m.d.comb += ukind.eq(_UKind.ADD)
+            with m.Case(BookOpKind.EXECUTE, BookOpKind.CANCEL):
+                m.d.comb += ukind.eq(_UKind.REDUCE)
+            with m.Case(BookOpKind.DELETE):
+                m.d.comb += ukind.eq(_UKind.DELETE)
+            with m.Case(BookOpKind.REPLACE):
+                m.d.comb += ukind.eq(_UKind.REPL)
+            with m.Case(BookOpKind.TRADING_STATE):
+                m.d.comb += ukind.eq(_UKind.STATE)
+            with m.Case(BookOpKind.REG_SHO):
+                m.d.comb += ukind.eq(_UKind.SHO)
+            with m.Default():
+                m.d.comb += ukind.eq(_UKind.NOP)
+        m.d.comb += [
+            u0.valid.eq(accept), u0.op.eq(Mux(accept, op.kind, 0)), u0.kind.eq(Mux(accept, ukind, _UKind.NOP)),
+            u0.seq.eq(op.seq), u0.locate.eq(op.locate), u0.ref.eq(op.ref), u0.buy.eq(op.buy),
+            u0.shares.eq(op.shares), u0.price.eq(op.price), u0.code.eq(op.code), u0.oor.eq(op.locate >= NL),
+        ]
         us = [u0] + [Signal(_UOp, name=f"u{i}") for i in range(1, 7)]
         m.d.sync += [us[i].eq(us[i - 1]) for i in range(1, 7)]
         u1, u2, u3, u4, u5, u6 = us[1:]

@@ -24,7 +24,7 @@ from amaranth.hdl import Const, Module, Mux, Shape, ShapeCastable, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BYTES", "byte_layout", "ByteStream", "AXIStreamTop", "popcount_keep", "keep_mask"]
+__all__ = ["BYTES", "byte_layout", "ByteStream", "AXIStreamTop", "SkidBuffer", "popcount_keep", "keep_mask"]
 
 #: Bytes per beat of the market-data datapath (64-bit).
 BYTES = 8
@@ -170,4 +170,41 @@ class AXIStreamTop(wiring.Component):
                 m.d.comb += inner_port.eq(outer)
             else:
                 m.d.comb += outer.eq(inner_port)
+        return m
+
+
+class SkidBuffer(wiring.Component):
+    """A stream slice that registers ``ready`` only: ``i_stream.ready`` is a flip-flop, so a consumer's
+    combinational ready (and whatever it depends on) does not reach the producer.
+
+    While empty it passes ``valid`` and the payload straight through (latency 0). A beat taken while the
+    consumer is not ready is held in one register and offered first; ``i_stream.ready`` is low while it is
+    held. Rate: one beat per cycle while the consumer takes every beat; each beat the consumer refuses
+    costs the producer one cycle. Nothing is lost or reordered.
+    """
+
+    def __init__(self, shape):
+        try:
+            Shape.cast(shape)
+        except TypeError:
+            self._MustUse__silence = True       # not elaborated: no UnusedElaboratable warning
+            raise TypeError(f"shape must be a shape-castable object, not {shape!r}") from None
+        self._shape = shape
+        super().__init__({"i_stream": In(stream.Signature(shape)), "o_stream": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_stream, self.o_stream
+        full = Signal()
+        held = Signal(self._shape)
+        m.d.comb += [
+            i.ready.eq(~full),
+            o.valid.eq(full | i.valid),
+            o.payload.eq(Mux(full, Value.cast(held), Value.cast(i.payload))),
+        ]
+        with m.If(full):
+            with m.If(o.ready):
+                m.d.sync += full.eq(0)
+        with m.Elif(i.valid & ~o.ready):
+            m.d.sync += [full.eq(1), held.eq(i.payload)]
         return m

@@ -17,7 +17,7 @@ import cocotb
 from tickgate.fpga.book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
 from tickgate.fpga.itch_decode import LATENCY as REGISTERED_LATENCY
 from tickgate.fpga.itch_decode import LATENCY_COMBINATIONAL
-from tickgate.fpga.itch_decode import REF_OFFSET, TYPE_CODES
+from tickgate.fpga.itch_decode import NEW_REF_OFFSET, REF_OFFSET, TYPE_CODES
 from tickgate.sim.streams import StreamSink, StreamSource, pack_fields, unpack_fields
 from tickgate.sim.tb import MODES, ClockedTB
 from tickgate.sim.tb_itch_split import itch_files
@@ -34,7 +34,8 @@ def expected_op(msg: bytes, seq: int, padding: bytes | None = None) -> tuple[dic
     ``"unknown"`` or ``"malformed"``). ``padding`` fills the 50-byte vector past the message."""
     vector = msg + (padding if padding is not None else bytes(MAX_ITCH_LEN - len(msg)))
     op = dict(kind=K.OTHER.value, seq=seq, locate=int.from_bytes(vector[1:3], "big"),
-              ref=int.from_bytes(vector[REF_OFFSET:REF_OFFSET + 8], "big"), new_ref=0,
+              ref=int.from_bytes(vector[REF_OFFSET:REF_OFFSET + 8], "big"),
+              new_ref=int.from_bytes(vector[NEW_REF_OFFSET:NEW_REF_OFFSET + 8], "big"),
               buy=0, shares=0, price=0, code=0)
     code = chr(vector[0])
     if code not in itch.BY_CODE:

@@ -42,8 +42,8 @@ def test_expected_op_examples():
     add = itch.AddOrder(7, 2, 3, 42, "B", 100, "AAPL    ", 1234500).encode()
     op, counter = expected_op(add, 9)
     assert counter == "A"
-    assert op == dict(kind=BookOpKind.ADD.value, seq=9, locate=7, ref=42, new_ref=0, buy=1, shares=100,
-                      price=1234500, code=0)
+    assert op == dict(kind=BookOpKind.ADD.value, seq=9, locate=7, ref=42, new_ref=int.from_bytes(add[19:27], "big"),
+                      buy=1, shares=100, price=1234500, code=0)
     assert expected_op(add[:-1], 1)[1] == "malformed"
     assert expected_op(b"z" + add[1:], 1) == (dict(op, kind=0, seq=1, buy=0, shares=0, price=0), "unknown")
 
