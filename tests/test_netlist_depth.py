@@ -1,0 +1,45 @@
+"""benchmarks/netlist_depth.py ranks register inputs by estimated arrival: a hand-made netlist."""
+
+import importlib.util
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location(
+    "netlist_depth", Path(__file__).resolve().parents[1] / "benchmarks" / "netlist_depth.py")
+netlist_depth = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(netlist_depth)
+
+
+def _cell(type_, conns, dirs):
+    return {"type": type_, "connections": conns, "port_directions": dirs}
+
+
+def _ff(d, q):
+    return _cell("TRELLIS_FF", {"CLK": [1], "DI": [d], "Q": [q]}, {"CLK": "input", "DI": "input", "Q": "output"})
+
+
+def _lut(ins, z):
+    conns = {p: [b] for p, b in zip("ABCD", ins)} | {"Z": [z]}
+    return _cell("LUT4", conns, {p: "input" for p in "ABCD"} | {"Z": "output"})
+
+
+def test_longest_path_first():
+    # a -> lut -> lut -> b ; a -> lut -> c ; CCU2C chain of 3 -> d
+    cells = {
+        "a": _ff(2, 3), "l1": _lut([3], 4), "l2": _lut([4, 3], 5), "b": _ff(5, 6),
+        "l3": _lut([3], 7), "c": _ff(7, 8),
+    }
+    carry = 3
+    for k in range(3):
+        cells[f"cc{k}"] = _cell("CCU2C", {"A0": [3], "CIN": [carry] if k else [3], "COUT": [20 + k], "S0": [30 + k]},
+                                {"A0": "input", "CIN": "input", "COUT": "output", "S0": "output"})
+        carry = 20 + k
+    cells["d"] = _ff(32, 9)
+    netnames = {n: {"bits": [b], "hide_name": 0} for n, b in (("a", 3), ("b", 6), ("c", 8), ("d", 9))}
+    ends = netlist_depth.estimate({"modules": {"top": {"cells": cells, "netnames": netnames}}})
+    by = {e[1]: e for e in ends}
+    assert by["b"][0] > by["c"][0] > 0
+    assert by["b"][3] == ["a", "l1", "l2"] and by["c"][3] == ["a", "l3"]
+    assert by["b"][4] == "b[0]"
+    # a carry chain costs little per cell, but more than nothing
+    assert by["d"][0] > by["a"][0]
+    assert ends[0][1] == "b"
