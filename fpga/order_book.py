@@ -837,18 +837,14 @@ class MarketBook(wiring.Component):
             "degraded": 1,
         })
 
-        def resolve(pv, name, code_sz):
-            """The side word ``pv`` stands for; the entries' sizes are selected by ``code_sz`` (a copy of
-            ``pv.code``: each select bit then drives half as many muxes)."""
+        def resolve(pv, name):
             r = Signal(side_layout, name=name)
-            zero_half = Const(0, 32)
             for j in range(K):
-                for fld, c in (("px", pv.code[j]), ("sz", code_sz[2 * j:2 * j + 2])):
-                    def f(lv):
-                        return getattr(lv, fld)
-                    up = f(pv.em[j + 1]) if j + 1 < K else zero_half
-                    down = f(pv.em[j - 1]) if j else zero_half
-                    m.d.comb += f(r.lv[j]).eq(Mux(c[1], Mux(c[0], f(pv.new), down), Mux(c[0], up, f(pv.em[j]))))
+                up = pv.em[j + 1].as_value() if j + 1 < K else zero_lv
+                down = pv.em[j - 1].as_value() if j else zero_lv
+                c = pv.code[j]
+                m.d.comb += r.lv[j].eq(Mux(c[1], Mux(c[0], pv.new.as_value(), down),
+                                           Mux(c[0], up, pv.em[j].as_value())))
             m.d.comb += [
                 r.ovf.eq(Mux(pv.ovf_sel[1], pv.ovf[2], Mux(pv.ovf_sel[0], pv.ovf[1], pv.ovf[0]))),
                 r.bound.eq(Mux(pv.bound_sel[1], pv.new.px, Mux(pv.bound_sel[0], pv.em[K - 1].px, pv.bound1))),
@@ -857,15 +853,14 @@ class MarketBook(wiring.Component):
             return r
         zero_lv = Const(0, Level.as_shape().size)
         lw_p = Signal(pend_layout)
-        lw_code_sz = Signal(2 * K, init=(1 << 2 * K) - 1)   # ~lw_p.code (inverted, so no FF merge folds it)
-        lw_data = resolve(lw_p, "lw_data", ~lw_code_sz)
+        lw_data = resolve(lw_p, "lw_data")
         lw2_data = Signal(side_layout)        # the write before: resolved when it moves down
         lw_new = Signal()                     # lw was written last cycle: write it to the RAM now
         weB = Signal()
         lvB = Signal(lv_layout)
         newB = Signal(pend_layout)            # the B result (unresolved)
         with m.If(weB):
-            m.d.sync += [lw_v.eq(1), lw_slot.eq(lvB.slot), lw_buy.eq(lvB.buy), lw_p.eq(newB), lw_code_sz.eq(~newB.code.as_value()),
+            m.d.sync += [lw_v.eq(1), lw_slot.eq(lvB.slot), lw_buy.eq(lvB.buy), lw_p.eq(newB),
                          lw2_v.eq(lw_v), lw2_slot.eq(lw_slot), lw2_buy.eq(lw_buy), lw2_data.eq(lw_data)]
         m.d.sync += lw_new.eq(weB)
         for b in (0, 1):
