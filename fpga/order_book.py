@@ -771,7 +771,7 @@ class MarketBook(wiring.Component):
         ]
         ob_buy = Signal()
         m.d.sync += ob_buy.eq(Mux(is_radd, rd_buy, u3.buy))
-        # the main op's side at stage 4 (= my_buy4 below), in copies for the level words' side muxes
+        # the main op's side at stage 4 (= my_buy4), in copies for the level words' side muxes
         buy4 = _dup_reg(m, Mux(k == _UKind.ADD, u3.buy, hit_entry.buy), 4, "buy4")
         # a radd's entry: all registers (the op at A forwards it in the same cycle)
         m.d.comb += [radd_entry.valid.eq(1), radd_entry.ref.eq(kref[2]), radd_entry.loc.eq(kloc[2]),
@@ -799,6 +799,7 @@ class MarketBook(wiring.Component):
         lv5 = Signal(lv_layout)
         main4 = u4.valid & ~ob_radd
         is_repl4 = u4.kind == _UKind.REPL
+        my_buy4 = Mux(u4.kind == _UKind.ADD, u4.buy, ob_hit.buy)       # the main op's side
         s_d4 = Mux(full, ob_hit.shares, u4.shares)
         sda4 = u4.shares - ob_hit.shares
         same_px4 = ob_hit.price == u4.price
@@ -812,7 +813,7 @@ class MarketBook(wiring.Component):
             lv5.valid.eq(u4.valid), lv5.has.eq(lb.has), lv5.slot.eq(lb.slot), lv5.lost_row.eq(lb.lost_row),
             lv5.mismatch.eq(lb.mismatch),
             lv5.degrade.eq(main4 & (ob_deg | is_repl4 & radd_full)),
-            lv5.buy.eq(Mux(u4.kind == _UKind.ADD, u4.buy, ob_hit.buy)),
+            lv5.buy.eq(my_buy4),
             lv5.del_en.eq(main4 & ob_found),
             lv5.p_d.eq(ob_hit.price), lv5.s_d.eq(s_d4),
             lv5.add_en.eq(main4 & (ob_ins | is_repl4 & ob_found & radd_ins)),
@@ -874,7 +875,6 @@ class MarketBook(wiring.Component):
                 m.d.comb += t.wdata.lv[i].eq(lw_data.lv[i])
 
         # forwarding selects for stage A (stage 5), computed at stage 4 from the op's (slot, side)
-        my_buy4 = Mux(u4.kind == _UKind.ADD, u4.buy, ob_hit.buy)
         # level stage B writes the side (lw, then the RAM): registered at level stage A, one copy for lw's
         # enables, one for the selects below
         we_B = _dup_reg(m, lv5.valid & lv5.has & (lv5.del_en | lv5.add_en | lv5.degrade), 2, "weB")
@@ -887,16 +887,22 @@ class MarketBook(wiring.Component):
         lw2_next = Signal(side_layout)
         m.d.comb += lw2_next.eq(Mux(weB, lw_data, lw2_data))
         side_own, side_other = Signal(side_layout), Signal(side_layout)
+        # the side word's parts (each entry, the overflow, the bound, the flag): each select copy drives a share
         parts = [f"lv{i}" for i in range(K)] + ["ovf", "bound", "degraded"]
+
+        def part(w, fld):
+            return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
         NDUP = len(buy4)
         for j, fld in enumerate(parts):
-            def part(w, fld=fld):
-                return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
             b = buy4[j % NDUP]
             own2 = Mux(we_B[1], match(lw_v, lw_slot, lw_buy, b), match(lw2_v, lw2_slot, lw2_buy, b))
             oth2 = Mux(we_B[1], match(lw_v, lw_slot, lw_buy, ~b), match(lw2_v, lw2_slot, lw2_buy, ~b))
-            m.d.sync += [part(side_own).eq(Mux(own2, part(lw2_next), Mux(b, part(side_rd[1]), part(side_rd[0])))),
-                         part(side_other).eq(Mux(oth2, part(lw2_next), Mux(b, part(side_rd[0]), part(side_rd[1]))))]
+            m.d.sync += [
+                part(side_own, fld).eq(Mux(own2, part(lw2_next, fld),
+                                           Mux(b, part(side_rd[1], fld), part(side_rd[0], fld)))),
+                part(side_other, fld).eq(Mux(oth2, part(lw2_next, fld),
+                                             Mux(b, part(side_rd[0], fld), part(side_rd[1], fld)))),
+            ]
         # sel1, registered (this side's drives every bit of its word: NDUP copies, each for a share)
         def sel1(buy):         # lw as it will be at A matches
             return Mux(we_B[1], match(1, lvB.slot, lvB.buy, buy), match(lw_v, lw_slot, lw_buy, buy))
@@ -907,9 +913,7 @@ class MarketBook(wiring.Component):
         op5 = lv5
         e = Signal(side_layout)
         for j, fld in enumerate(parts):
-            def part(w, fld=fld):
-                return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
-            m.d.comb += part(e).eq(Mux(dsel1[j % NDUP], part(lw_data), part(side_own)))
+            m.d.comb += part(e, fld).eq(Mux(dsel1[j % NDUP], part(lw_data, fld), part(side_own, fld)))
         o = Signal(side_layout)
         m.d.comb += o.eq(Mux(osel1, lw_data, side_other))
         p_a, p_d, s_a, s_d = op5.p_a, op5.p_d, op5.s_a, op5.s_d
@@ -992,11 +996,10 @@ class MarketBook(wiring.Component):
         codes = []
         for j in range(K):
             c = Signal(2, name=f"code{j}")
-            keep = Mux(Rt[j], 1, 0)
             if j:
-                m.d.comb += c.eq(Mux(ins & bap[j - 1], Mux(Rt[j - 1], 0, 2), Mux(ins & bap[j], 3, keep)))
+                m.d.comb += c.eq(Mux(ins & bap[j - 1], Mux(Rt[j - 1], 0, 2), Mux(ins & bap[j], 3, Rt[j])))
             else:
-                m.d.comb += c.eq(Mux(ins & bap[j], 3, keep))
+                m.d.comb += c.eq(Mux(ins & bap[j], 3, Rt[j]))
             codes.append(c)
         o_dk = Signal(48)
         m.d.comb += o_dk.eq(q.o_k - q.op.s_d)
