@@ -120,7 +120,7 @@ before its level read: a lookup issued at cycle c sees every message taken at c 
 """
 
 # No `from __future__ import annotations`: Amaranth reads the annotations as shapes.
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -793,7 +793,7 @@ class MarketBook(wiring.Component):
         # the level op of the main micro-op u4 (a REPLACE: its delete and its add half together)
         lv_layout = data.StructLayout({
             "valid": 1, "has": 1, "slot": sbits, "lost_row": 1, "mismatch": 1, "degrade": 1, "buy": 1,
-            "del_en": 1, "p_d": 32, "s_d": 32, "add_en": 1, "p_a": 32, "s_a": 32, "x": 32, "sda": 32,
+            "del_en": 1, "p_d": 32, "s_d": 32, "add_en": 1, "p_a": 32, "s_a": 32, "x": 32, "sda": signed(33),
             "sd_zero": 1, "x_zero": 1,
         })
         lv5 = Signal(lv_layout)
@@ -948,7 +948,7 @@ class MarketBook(wiring.Component):
             bq.ba.eq(ba),
             bq.ovf_any.eq(e.ovf != 0), bq.ovf_eq_d.eq(e.ovf == s_d),
             bq.beats.eq(beats_bound(p_a)), bq.beats_d.eq(beats_bound(p_d)),
-            bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op5.sda),
+            bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op5.sda),    # sda signed: a smaller replace lowers it
             bq.o_k.eq(e.ovf + e.lv[K - 1].sz),
             bq.new_eq0.eq((e.lv[0].px == p_a) & (e.lv[0].sz == s_a)),
             bq.o_px.eq(o.lv[0].px), bq.o_sz.eq(o.lv[0].sz),

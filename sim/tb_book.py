@@ -664,3 +664,21 @@ async def test_depth_overflow(dut, idle, backpressure):
     got = await tb.run(msgs, exact=False)
     assert tb.flagged_locates, "expected some depth overflow"
     assert sum(1 for _, f in got if not _flagged(f)) > len(got) // 5     # K = 4 against 13 prices a side
+
+
+@cocotb.test(skip=not SMALL)
+@cocotb.parametrize(**MODES)
+async def test_overflow_replace_smaller(dut, idle, backpressure):
+    """A REPLACE of an out-of-window order by a smaller one, also out of the window: the side's overflow
+    goes down by the difference (it must not wrap), and drains to zero when the new order goes."""
+    tb = await BookTB.start(dut, idle, backpressure)
+    L = 1
+    msgs = [A(L, 10 + i, "B", 10, _px(100 - i)) for i in range(4)]    # 4 tracked bids: 100..97
+    msgs += [A(L, 30, "B", 100, _px(90)),         # 4: overflow 100
+             U(L, 30, 31, 50, _px(91)),           # 5: overflow 100 - 100 + 50
+             D(L, 31),                            # 6: overflow 0
+             D(L, 10), D(L, 11), D(L, 12), D(L, 13)]       # 7-10: side empty, nothing out of the window
+    got = await tb.run(msgs, exact=False)
+    assert not got[-1][1]["out_of_window"], got[-1]
+    r = await tb.lookup(L)
+    assert r["bid_overflow"] == 0 and r["bids"] == [(0, 0), (0, 0)], r
