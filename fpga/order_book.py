@@ -15,7 +15,10 @@
   full is dropped, counted (``table_full``) and flags its symbol ``degraded`` until reset.
 * **price levels**: per slot and side, the best ``depth`` (K) levels as a sorted array of (price, size),
   best first, with the side's overflow state and ``degraded`` bit, in one block-RAM word per (slot, side)
-  (two RAMs, bids and asks, each K x 64 + 81 bits wide, read both and written one side at a time). A level
+  (two RAMs, bids and asks, each K x 65 + 82 bits wide, read both and written one side at a time; besides
+  the levels, the overflow, the bound and the flag, the word carries a "live" bit per entry (size != 0)
+  and whether the overflow is non-zero, kept exact by the writer so that no reader tests a 32- or 48-bit
+  value for zero). A level
   op has a delete part (take shares off a price) and an add part (put shares on a price): an
   execute/cancel/delete is a delete part, an add an add part, and a REPLACE both at once (its add half
   applied after its delete half, as the model does). It compares both prices with all K entries in
@@ -85,16 +88,19 @@ table only, using the order-table read port the next message never needs):
   register). The order table and the level words have no read-old-data emulation (``no_rw_check``): their
   readers forward the write made in the read's own cycle.
 * 4: order stage B: the order-table write; the level op (the hit entry's price/side/shares; for a REPLACE
-  also its add half, decided by the radd in stage A this cycle; a radd whose new ref shares the
-  original's bucket sees the original's way as free and not matching).
+  also its add half, decided by the radd in stage A this cycle and read from the radd's B registers at
+  level stage A; a radd whose new ref shares the original's bucket sees the original's way as free and
+  not matching).
 * 4 (also): both sides' words leave the RAM; the op's side (registered copies) picks its own and the other
   side's word into registers, or the level write before the last when it is for the same slot and side.
 * 5: level stage A: the side's word from that register or from the last level write (select registered
-  at 4, in 4 copies to split its fanout over the word's bits), both prices against the K entries
-  (equality, the add price's order, the sizes), the new sizes of every entry and of the overflow
-  precomputed, the other side's best and flags, all registered.
-* 6: level stage B: removal/insert positions (thermometer codes) and from them a 2-bit select per entry
-  (the entry, the one below, the one above or the new level) and for the overflow and bound; registered
+  at 4, in 4 copies to split its fanout over the word's bits), registered for B; both prices against the
+  K entries (equality, the add price's order, the sizes) and the bound, each compared on every source
+  before the select (compare, then select); the new sizes of the overflow precomputed; the other side's
+  best and flags; all registered. Counts decided at order stage A are registered here too.
+* 6: level stage B: the entries' new sizes; removal/insert positions (thermometer codes) and from them a
+  2-bit select per entry (the entry, the one below, the one above or the new level) and for the overflow
+  and bound; registered
   unresolved (the candidates and the selects) into the last-write register, which one 4:1 mux level
   resolves for the RAM write (and the lookup copy) at 7 and for stage A's forwarding. Whether the row
   changed anything a row shows is registered in parts; so are the candidates of the side's best.
@@ -473,8 +479,10 @@ class MarketBook(wiring.Component):
             m.d.comb += [v.buy.eq(e.buy), v.shares.eq(e.shares), v.price.eq(e.price)]
             return v
         loc_layout = data.StructLayout({"has": 1, "lost": 1, "slot": sbits, "state": 3, "sho": 2})
+        # live[i] == (lv[i].sz != 0) and ovf_nz == (ovf != 0), kept by level stage B (see emlive)
         side_layout = data.StructLayout({
             "lv": data.ArrayLayout(Level, K), "ovf": 48, "bound": 32, "degraded": 1,
+            "live": K, "ovf_nz": 1,
         })
         top_layout = data.StructLayout({
             "lv": data.ArrayLayout(Level, LD), "ovf": 1, "unknown": 1, "degraded": 1,
@@ -494,9 +502,18 @@ class MarketBook(wiring.Component):
         for name in COUNTERS:
             count_event(m, counters[name], events[name], name=f"inc_{name}")
 
-        def count(name, cond=1):
-            with m.If(cond):
-                m.d.comb += events[name].eq(1)
+        late = {}
+
+        def count(name, cond=1, delay=False):
+            """Count an event (in the current m.If context) when ``cond``; ``delay``: a cycle later (from a
+            register, for conditions at the end of a deep decision)."""
+            if delay:
+                flag = late.setdefault(name, Signal(name=f"{name}_now"))
+                with m.If(cond):
+                    m.d.comb += flag.eq(1)
+            else:
+                with m.If(cond):
+                    m.d.comb += events[name].eq(1)
 
         # ---- credits: the FIFO must take every row of every message in flight
         out_fifo = m.submodules.out_fifo = fifo.SyncFIFO(width=TopOfBook.as_shape().size,
@@ -723,23 +740,23 @@ class MarketBook(wiring.Component):
         with m.If(is_radd):
             with m.If(rd_found):
                 with m.If(hit):
-                    count("duplicate_adds")
+                    count("duplicate_adds", delay=True)
                 with m.Elif(~valid_add_r(u4)):
-                    count("invalid_adds")
+                    count("invalid_adds", delay=True)
                 with m.Elif(frees == 0):
-                    count("table_full")
+                    count("table_full", delay=True)
                 with m.Else():
                     m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1)]
         with m.If(u3.valid & ~u3.oor):
             with m.Switch(k):
                 with m.Case(_UKind.ADD):
                     with m.If(hit):
-                        count("duplicate_adds")
+                        count("duplicate_adds", delay=True)
                     with m.Elif(~valid_add_r(u3)):
-                        count("invalid_adds")
+                        count("invalid_adds", delay=True)
                     with m.Elif(la.has):
                         with m.If(frees == 0):
-                            count("table_full")
+                            count("table_full", delay=True)
                             m.d.comb += a_degrade.eq(1)
                         with m.Else():
                             m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1), a_ins.eq(1)]
@@ -747,18 +764,22 @@ class MarketBook(wiring.Component):
                     with m.If(found):
                         m.d.comb += [a_wwe.eq(found_w), a_found.eq(1)]
                     with m.Elif(hit):
-                        count("locate_mismatch")
+                        count("locate_mismatch", delay=True)
                         m.d.sync += mismatch_seen.eq(1)
                         m.d.comb += mis3.eq(1)
                     with m.Else():
-                        count("unknown_execute", u3.op == BookOpKind.EXECUTE)
-                        count("unknown_cancel", u3.op == BookOpKind.CANCEL)
-                        count("unknown_delete", u3.op == BookOpKind.DELETE)
-                        count("unknown_replace", u3.op == BookOpKind.REPLACE)
+                        count("unknown_execute", u3.op == BookOpKind.EXECUTE, delay=True)
+                        count("unknown_cancel", u3.op == BookOpKind.CANCEL, delay=True)
+                        count("unknown_delete", u3.op == BookOpKind.DELETE, delay=True)
+                        count("unknown_replace", u3.op == BookOpKind.REPLACE, delay=True)
         with m.If(u3.valid & (k == _UKind.REPL)):
             m.d.sync += [rd_found.eq(found & ~u3.oor), rd_buy.eq(hit_entry.buy)]
         with m.Else():
             m.d.sync += rd_found.eq(0)
+        for name, flag in late.items():        # stage A's counts, registered
+            r = Signal(name=f"{name}_b")
+            m.d.sync += r.eq(flag)
+            count(name, r)
 
         # ---- order stage B (stage 4): write the order table; build the level op
         ob_radd, ob_found, ob_ins, ob_deg = Signal(), Signal(), Signal(), Signal()
@@ -795,6 +816,7 @@ class MarketBook(wiring.Component):
             "valid": 1, "has": 1, "slot": sbits, "lost_row": 1, "mismatch": 1, "degrade": 1, "buy": 1,
             "del_en": 1, "p_d": 32, "s_d": 32, "add_en": 1, "p_a": 32, "s_a": 32, "x": 32, "sda": signed(33),
             "sd_zero": 1, "x_zero": 1,
+            "radd_wait": 1,   # a REPLACE that found its order: its add half is the radd's, decided at order A
         })
         lv5 = Signal(lv_layout)
         main4 = u4.valid & ~ob_radd
@@ -803,20 +825,19 @@ class MarketBook(wiring.Component):
         s_d4 = Mux(full, ob_hit.shares, u4.shares)
         sda4 = u4.shares - ob_hit.shares
         same_px4 = ob_hit.price == u4.price
-        # the radd at stage A this cycle decides the REPLACE's add half
-        radd_ins = Signal()
-        radd_full = Signal()
-        m.d.comb += [radd_ins.eq(is_radd & a_new), radd_full.eq(is_radd & rd_found & ~hit & valid_add_r(u4) &
-                                                                (frees == 0))]
+        # the radd at order A this cycle decides the REPLACE's add half; its outcome is read from the B
+        # registers when the REPLACE is at level A (op5 below), so no level-op register waits for it
+        ob_rfull = Signal()
+        m.d.sync += ob_rfull.eq(is_radd & rd_found & ~hit & valid_add_r(u4) & (frees == 0))
         x4 = Mux(is_repl4 & same_px4, sda4, u4.shares)
         m.d.sync += [
             lv5.valid.eq(u4.valid), lv5.has.eq(lb.has), lv5.slot.eq(lb.slot), lv5.lost_row.eq(lb.lost_row),
             lv5.mismatch.eq(lb.mismatch),
-            lv5.degrade.eq(main4 & (ob_deg | is_repl4 & radd_full)),
+            lv5.degrade.eq(main4 & ob_deg),
             lv5.buy.eq(my_buy4),
             lv5.del_en.eq(main4 & ob_found),
             lv5.p_d.eq(ob_hit.price), lv5.s_d.eq(s_d4),
-            lv5.add_en.eq(main4 & (ob_ins | is_repl4 & ob_found & radd_ins)),
+            lv5.add_en.eq(main4 & ob_ins), lv5.radd_wait.eq(main4 & is_repl4 & ob_found),
             lv5.p_a.eq(u4.price), lv5.s_a.eq(u4.shares), lv5.x.eq(x4), lv5.sda.eq(sda4),
             lv5.sd_zero.eq(Mux(full, ob_hit.shares == 0, u4.shares == 0)),
             lv5.x_zero.eq(Mux(is_repl4 & same_px4, u4.shares == ob_hit.shares, u4.shares == 0)),
@@ -831,9 +852,11 @@ class MarketBook(wiring.Component):
         # level resolves it for its readers (the RAM write, stage A's forwarding, lw2).
         pend_layout = data.StructLayout({
             "em": data.ArrayLayout(Level, K),         # the entries after the size updates
-            "new": Level,                             # the add's new level
+            "em_live": K,                             # and which of them are live
+            "new": Level,                             # the add's new level (live)
             "code": data.ArrayLayout(2, K),           # entry j: 0 em[j], 1 em[j+1] (0 past the end), 2 em[j-1], 3 new
             "ovf": data.ArrayLayout(48, 3), "ovf_sel": 2,     # 0 no change to the window, 1 to overflow, 2 push
+            "ovf_nz": data.ArrayLayout(1, 3),                 # each overflow candidate != 0
             "bound1": 32, "bound_sel": 2,                     # 0 bound1, 1 em[K-1].px (push), 2 new.px
             "degraded": 1,
         })
@@ -843,11 +866,16 @@ class MarketBook(wiring.Component):
             for j in range(K):
                 up = pv.em[j + 1].as_value() if j + 1 < K else zero_lv
                 down = pv.em[j - 1].as_value() if j else zero_lv
+                up_live = pv.em_live[j + 1] if j + 1 < K else 0
+                down_live = pv.em_live[j - 1] if j else 0
                 c = pv.code[j]
-                m.d.comb += r.lv[j].eq(Mux(c[1], Mux(c[0], pv.new.as_value(), down),
-                                           Mux(c[0], up, pv.em[j].as_value())))
+                m.d.comb += [
+                    r.lv[j].eq(Mux(c[1], Mux(c[0], pv.new.as_value(), down), Mux(c[0], up, pv.em[j].as_value()))),
+                    r.live[j].eq(Mux(c[1], Mux(c[0], 1, down_live), Mux(c[0], up_live, pv.em_live[j]))),
+                ]
             m.d.comb += [
                 r.ovf.eq(Mux(pv.ovf_sel[1], pv.ovf[2], Mux(pv.ovf_sel[0], pv.ovf[1], pv.ovf[0]))),
+                r.ovf_nz.eq(Mux(pv.ovf_sel[1], pv.ovf_nz[2], Mux(pv.ovf_sel[0], pv.ovf_nz[1], pv.ovf_nz[0]))),
                 r.bound.eq(Mux(pv.bound_sel[1], pv.new.px, Mux(pv.bound_sel[0], pv.em[K - 1].px, pv.bound1))),
                 r.degraded.eq(pv.degraded),
             ]
@@ -869,15 +897,19 @@ class MarketBook(wiring.Component):
                          sides[b].wdata.eq(lw_data)]
             t = tops[b]
             m.d.comb += [t.we.eq(lw_new & (lw_buy == b)), t.waddr.eq(lw_slot),
-                         t.wdata.degraded.eq(lw_data.degraded), t.wdata.ovf.eq(lw_data.ovf != 0),
-                         t.wdata.unknown.eq((lw_data.lv[0].sz == 0) & (lw_data.ovf != 0))]
+                         t.wdata.degraded.eq(lw_data.degraded), t.wdata.ovf.eq(lw_data.ovf_nz),
+                         t.wdata.unknown.eq(~lw_data.live[0] & lw_data.ovf_nz)]
             for i in range(LD):
                 m.d.comb += t.wdata.lv[i].eq(lw_data.lv[i])
 
         # forwarding selects for stage A (stage 5), computed at stage 4 from the op's (slot, side)
         # level stage B writes the side (lw, then the RAM): registered at level stage A, one copy for lw's
         # enables, one for the selects below
-        we_B = _dup_reg(m, lv5.valid & lv5.has & (lv5.del_en | lv5.add_en | lv5.degrade), 2, "weB")
+        # the level op at level A: a REPLACE's add half (or its table-full degrade) from the radd, now at order B
+        op5 = Signal(lv_layout)
+        m.d.comb += [op5.eq(lv5), op5.add_en.eq(lv5.add_en | lv5.radd_wait & ob_radd & ob_new),
+                     op5.degrade.eq(lv5.degrade | lv5.radd_wait & ob_rfull)]
+        we_B = _dup_reg(m, op5.valid & op5.has & (op5.del_en | op5.add_en | op5.degrade), 2, "weB")
         def match(v, slot, b, buy):
             return v & (slot == lb.slot) & (b == buy)
 
@@ -888,7 +920,7 @@ class MarketBook(wiring.Component):
         m.d.comb += lw2_next.eq(Mux(weB, lw_data, lw2_data))
         side_own, side_other = Signal(side_layout), Signal(side_layout)
         # the side word's parts (each entry, the overflow, the bound, the flag): each select copy drives a share
-        parts = [f"lv{i}" for i in range(K)] + ["ovf", "bound", "degraded"]
+        parts = [f"lv{i}" for i in range(K)] + ["ovf", "bound", "degraded", "live", "ovf_nz"]
 
         def part(w, fld):
             return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
@@ -910,52 +942,70 @@ class MarketBook(wiring.Component):
         osel1 = _dup_reg(m, sel1(~my_buy4), 1, "osel1")[0]
 
         # ---- level stage A (stage 5): compares
-        op5 = lv5
+        # The side's word e is lw (resolved from its candidates by their select codes) or the registered own
+        # word (dsel1). e itself is registered for B's data; the compares B decides on are made on every
+        # source before the select instead (each entry of the own word; each candidate of lw: its entries
+        # after B's size updates, the new level, an empty level past the ends) and the 1-bit results are
+        # picked by the same selects, so no compare waits for the resolve (compare, then select).
         e = Signal(side_layout)
         for j, fld in enumerate(parts):
             m.d.comb += part(e, fld).eq(Mux(dsel1[j % NDUP], part(lw_data, fld), part(side_own, fld)))
         o = Signal(side_layout)
         m.d.comb += o.eq(Mux(osel1, lw_data, side_other))
         p_a, p_d, s_a, s_d = op5.p_a, op5.p_d, op5.s_a, op5.s_d
-        live, md, zd, ma, ba = Signal(K), Signal(K), Signal(K), Signal(K), Signal(K)
-        sumd = [Signal(32, name=f"sumd{i}") for i in range(K)]
-        suma = [Signal(32, name=f"suma{i}") for i in range(K)]
-        for i in range(K):
-            eqa = e.lv[i].px == p_a
-            gt = p_a > e.lv[i].px
-            m.d.comb += [
-                live[i].eq(e.lv[i].sz != 0),
-                md[i].eq(live[i] & (e.lv[i].px == p_d) & op5.del_en),
-                zd[i].eq(e.lv[i].sz == s_d),
-                ma[i].eq(live[i] & eqa & op5.add_en),
-                ba[i].eq(~live[i] | Mux(op5.buy, gt, ~gt & ~eqa)),
-                sumd[i].eq(e.lv[i].sz - s_d),
-                suma[i].eq(e.lv[i].sz + op5.x),
-            ]
+        flag_names = ("md", "zd", "ma", "ba", "eq0")
 
-        def beats_bound(px):        # px strictly better than the side's bound
-            gt = px > e.bound
-            return Mux(op5.buy, gt, ~gt & (px != e.bound))
+        def lv_flags(lv, live):     # the compares B needs of one level (eq0 only for entry 0)
+            eqa = lv.px == p_a
+            gt = p_a > lv.px
+            return {"md": live & (lv.px == p_d) & op5.del_en, "zd": lv.sz == s_d,
+                    "ma": live & eqa & op5.add_en, "ba": ~live | Mux(op5.buy, gt, ~gt & ~eqa),
+                    "eq0": eqa & (lv.sz == s_a)}
+        empty = {"md": Const(0), "zd": op5.sd_zero, "ma": Const(0), "ba": Const(1),
+                 "eq0": (p_a == 0) & (s_a == 0)}
+        cand = [lv_flags(lw_p.em[j], lw_p.em_live[j]) for j in range(K)]
+        cand_new = lv_flags(lw_p.new, Const(1))
+        flags = {f: Signal(K, name=f"a_{f}") for f in flag_names}
+        for i in range(K):
+            own = lv_flags(side_own.lv[i], side_own.live[i])
+            up = cand[i + 1] if i + 1 < K else empty
+            down = cand[i - 1] if i else empty
+            c = lw_p.code[i]
+            for f in flag_names:
+                lw_f = Mux(c[1], Mux(c[0], cand_new[f], down[f]), Mux(c[0], up[f], cand[i][f]))
+                m.d.comb += flags[f][i].eq(Mux(dsel1[i % NDUP], lw_f, own[f]))
+        md, zd, ma, ba = flags["md"], flags["zd"], flags["ma"], flags["ba"]
+
+        def beats(px, bound):       # px strictly better than the bound
+            gt = px > bound
+            return Mux(op5.buy, gt, ~gt & (px != bound))
+
+        def bound_pick(fn):         # fn(bound) for e's bound, computed on each source
+            bs = lw_p.bound_sel
+            lw_f = Mux(bs[1], fn(lw_p.new.px), Mux(bs[0], fn(lw_p.em[K - 1].px), fn(lw_p.bound1)))
+            return Mux(dsel1[parts.index("bound") % NDUP], lw_f, fn(side_own.bound))
+
+        def ovf_pick(fn):           # fn(ovf) for e's overflow, computed on each source
+            os_ = lw_p.ovf_sel
+            lw_f = Mux(os_[1], fn(lw_p.ovf[2]), Mux(os_[0], fn(lw_p.ovf[1]), fn(lw_p.ovf[0])))
+            return Mux(dsel1[parts.index("ovf") % NDUP], lw_f, fn(side_own.ovf))
         B_layout = data.StructLayout({
             "op": lv_layout, "e": side_layout, "live": K, "md": K, "rm": K, "ma": K, "ba": K,
-            "sumd": data.ArrayLayout(32, K), "suma": data.ArrayLayout(32, K),
             "ovf_any": 1, "ovf_eq_d": 1, "beats": 1, "beats_d": 1, "o_d": 48, "o_a": 48, "o_da": 48, "o_k": 48,
             "new_eq0": 1, "o_px": 32, "o_sz": 32, "o_unk": 1, "o_deg": 1,
         })
         bq = Signal(B_layout)
         m.d.sync += [
-            bq.op.eq(op5), bq.e.eq(e), bq.live.eq(live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
+            bq.op.eq(op5), bq.e.eq(e), bq.live.eq(e.live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
             bq.ba.eq(ba),
-            bq.ovf_any.eq(e.ovf != 0), bq.ovf_eq_d.eq(e.ovf == s_d),
-            bq.beats.eq(beats_bound(p_a)), bq.beats_d.eq(beats_bound(p_d)),
+            bq.ovf_any.eq(e.ovf_nz), bq.ovf_eq_d.eq(ovf_pick(lambda v: v == s_d)),
+            bq.beats.eq(bound_pick(lambda b: beats(p_a, b))), bq.beats_d.eq(bound_pick(lambda b: beats(p_d, b))),
             bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op5.sda),    # sda signed: a smaller replace lowers it
             bq.o_k.eq(e.ovf + e.lv[K - 1].sz),
-            bq.new_eq0.eq((e.lv[0].px == p_a) & (e.lv[0].sz == s_a)),
+            bq.new_eq0.eq(flags["eq0"][0]),
             bq.o_px.eq(o.lv[0].px), bq.o_sz.eq(o.lv[0].sz),
-            bq.o_unk.eq((o.lv[0].sz == 0) & (o.ovf != 0)), bq.o_deg.eq(o.degraded),
+            bq.o_unk.eq(~o.live[0] & o.ovf_nz), bq.o_deg.eq(o.degraded),
         ]
-        for i in range(K):
-            m.d.sync += [bq.sumd[i].eq(sumd[i]), bq.suma[i].eq(suma[i])]
 
         # ---- level stage B (stage 6): the new side, its row
         q = bq
@@ -980,12 +1030,15 @@ class MarketBook(wiring.Component):
         to_ovf = q.op.add_en & ~hit_a & ~ins
         push = ins & q.live[K - 1] & ~rm_any
 
-        emod = []                    # entry i after the size updates
+        # entry i after the size updates, and whether it is live: a removal (rm) empties it; an add to it
+        # cannot (a valid add has shares, and a same-price replace leaves the new order's), nor can a
+        # delete that does not remove it (size != s_d). The same holds for rq.f0_live and rq.ovf2_any.
+        emod = []
         emlive = Signal(K)
         for i in range(K):
             v = Signal(Level, name=f"emod{i}")
             m.d.comb += [v.px.eq(eB.lv[i].px),
-                         v.sz.eq(Mux(q.ma[i], q.suma[i], Mux(q.md[i], q.sumd[i], eB.lv[i].sz))),
+                         v.sz.eq(Mux(q.ma[i], eB.lv[i].sz + q.op.x, Mux(q.md[i], eB.lv[i].sz - q.op.s_d, eB.lv[i].sz))),
                          emlive[i].eq(q.live[i] & ~q.rm[i])]
             emod.append(v)
         # newB is driven whole, by unconditional assignments only: a signal driven partly by a process and
@@ -1004,13 +1057,15 @@ class MarketBook(wiring.Component):
         o_dk = Signal(48)
         m.d.comb += o_dk.eq(q.o_k - q.op.s_d)
         m.d.comb += [
-            newB.em.eq(Cat(*(v.as_value() for v in emod))), newB.new.px.eq(q.op.p_a), newB.new.sz.eq(q.op.s_a),
+            newB.em.eq(Cat(*(v.as_value() for v in emod))), newB.em_live.eq(emlive),
+            newB.new.px.eq(q.op.p_a), newB.new.sz.eq(q.op.s_a),
             newB.code.eq(Cat(*codes)),
             # the pushed-out entry is the K-th after the delete half (smaller if the delete took from it)
             newB.ovf[2].eq(Mux(del_untracked | q.md[K - 1], o_dk, q.o_k)),
             newB.ovf[1].eq(Mux(del_untracked, q.o_da, q.o_a)),
             newB.ovf[0].eq(Mux(del_untracked, q.o_d, eB.ovf)),
             newB.ovf_sel.eq(Mux(push, 2, Mux(to_ovf, 1, 0))),
+            newB.ovf_nz.eq(Cat(ovf1_any, Const(0b11, 2))),     # to_ovf adds shares; a push a live level
             newB.bound1.eq(bound1),
             newB.bound_sel.eq(Mux(push, 1, Mux(to_ovf & (~ovf1_any | q.beats), 2, 0))),
             newB.degraded.eq(eB.degraded | q.op.degrade),
