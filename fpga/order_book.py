@@ -502,18 +502,9 @@ class MarketBook(wiring.Component):
         for name in COUNTERS:
             count_event(m, counters[name], events[name], name=f"inc_{name}")
 
-        late = {}
-
-        def count(name, cond=1, delay=False):
-            """Count an event (in the current m.If context) when ``cond``; ``delay``: a cycle later (from a
-            register, for conditions at the end of a deep decision)."""
-            if delay:
-                flag = late.setdefault(name, Signal(name=f"{name}_now"))
-                with m.If(cond):
-                    m.d.comb += flag.eq(1)
-            else:
-                with m.If(cond):
-                    m.d.comb += events[name].eq(1)
+        def count(name, cond=1):
+            with m.If(cond):
+                m.d.comb += events[name].eq(1)
 
         # ---- credits: the FIFO must take every row of every message in flight
         out_fifo = m.submodules.out_fifo = fifo.SyncFIFO(width=TopOfBook.as_shape().size,
@@ -629,7 +620,14 @@ class MarketBook(wiring.Component):
             m.d.comb += [sel.eq(Mux(same_s[k + 1], en, 0)), hit_k.eq(valid & (ref == kref[0])),
                          loc_k.eq(loc == kloc[0])]
             c_sel.append(sel), c_hit.append(hit_k), c_loc.append(loc_k)
-            m.d.sync += p_sel[k].eq(sel)          # for stage A's data mux
+        # for stage A's data mux: per way, one-hot over {the history writes (the newest that hit it), the RAM}
+        p_ram = Signal(W)
+        for k in range(3):
+            newer = Const(0, W)
+            for n in range(k):
+                newer = newer | c_sel[n]
+            m.d.sync += p_sel[k].eq(c_sel[k] & ~newer)
+        m.d.sync += p_ram.eq(~(c_sel[0] | c_sel[1] | c_sel[2]))
         # per way, what the newest of those writes says (hit, valid, locate), merged here so that stage A
         # picks between three sources (the write made now, the history, the RAM) for its decisions
         h_sel, h_hit, h_valid, h_loc = Signal(W), Signal(W), Signal(W), Signal(W)
@@ -700,10 +698,10 @@ class MarketBook(wiring.Component):
         for i in range(W):
             v = Signal(body_layout, name=f"way{i}_m")
             hv, vv, lv_ = Signal(name=f"way{i}_hit"), Signal(name=f"way{i}_valid"), Signal(name=f"way{i}_loc")
-            m.d.comb += [v.eq(way_r[i]), hv.eq(p_raw_hit[i]), vv.eq(p_raw_valid[i]), lv_.eq(p_raw_loc[i])]
-            for k in reversed(range(3)):                 # oldest first, so the newest wins
-                with m.If(p_sel[k][i]):
-                    m.d.comb += v.eq(hn_body[k])
+            hist = Mux(p_ram[i], way_r[i].as_value(), 0)
+            for k in range(3):                           # one-hot selects: an AND-OR, not a priority chain
+                hist = hist | Mux(p_sel[k][i], hn_body[k].as_value(), 0)
+            m.d.comb += [v.eq(hist), hv.eq(p_raw_hit[i]), vv.eq(p_raw_valid[i]), lv_.eq(p_raw_loc[i])]
             with m.If(h_sel[i]):
                 m.d.comb += [hv.eq(h_hit[i]), vv.eq(h_valid[i]), lv_.eq(h_loc[i])]
             # the write being made now: B holds a radd (a new entry) or the REPLACE of the radd at A (its
@@ -713,10 +711,11 @@ class MarketBook(wiring.Component):
             m.d.comb += [hits[i].eq(hv), frees[i].eq(~vv), locs[i].eq(lv_)]
             way_m.append(v)
         hit = hits.any()
-        hit_entry = Signal(body_layout)
+        hit_entry = Signal(body_layout)       # at most one way holds the ref (adds of a live ref are refused)
+        he = Const(0, body_layout.size)
         for i, e in enumerate(way_m):
-            with m.If(hits[i]):
-                m.d.comb += hit_entry.eq(e)
+            he = he | Mux(hits[i], e.as_value(), 0)
+        m.d.comb += hit_entry.eq(he)
         free_1h = Signal(W)
         m.d.comb += free_1h.eq(frees & -frees)   # lowest free way
         found_w = Signal(W)
@@ -733,63 +732,66 @@ class MarketBook(wiring.Component):
         a_ins = Signal()           # main ADD inserted (level add)
         a_found = Signal()         # main REDUCE/DELETE/REPL found its order (level delete)
         a_degrade = Signal()       # main ADD: table full
-        mis3 = Signal()
-        m.d.comb += mis3.eq(mismatch_seen)
-
+        # A decides only what the order-table write and the level op need; what is only counted (and the
+        # locate mismatch) is decided at B from A's hit/found/full registered (ob_hit_any, ...)
         k = u3.kind
         with m.If(is_radd):
-            with m.If(rd_found):
-                with m.If(hit):
-                    count("duplicate_adds", delay=True)
-                with m.Elif(~valid_add_r(u4)):
-                    count("invalid_adds", delay=True)
-                with m.Elif(frees == 0):
-                    count("table_full", delay=True)
-                with m.Else():
-                    m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1)]
+            with m.If(rd_found & ~hit & valid_add_r(u4) & (frees != 0)):
+                m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1)]
         with m.If(u3.valid & ~u3.oor):
             with m.Switch(k):
                 with m.Case(_UKind.ADD):
-                    with m.If(hit):
-                        count("duplicate_adds", delay=True)
-                    with m.Elif(~valid_add_r(u3)):
-                        count("invalid_adds", delay=True)
-                    with m.Elif(la.has):
+                    with m.If(~hit & valid_add_r(u3) & la.has):
                         with m.If(frees == 0):
-                            count("table_full", delay=True)
                             m.d.comb += a_degrade.eq(1)
                         with m.Else():
                             m.d.comb += [a_wwe.eq(free_1h), a_new.eq(1), a_ins.eq(1)]
                 with m.Case(_UKind.REDUCE, _UKind.DELETE, _UKind.REPL):
                     with m.If(found):
                         m.d.comb += [a_wwe.eq(found_w), a_found.eq(1)]
-                    with m.Elif(hit):
-                        count("locate_mismatch", delay=True)
-                        m.d.sync += mismatch_seen.eq(1)
-                        m.d.comb += mis3.eq(1)
-                    with m.Else():
-                        count("unknown_execute", u3.op == BookOpKind.EXECUTE, delay=True)
-                        count("unknown_cancel", u3.op == BookOpKind.CANCEL, delay=True)
-                        count("unknown_delete", u3.op == BookOpKind.DELETE, delay=True)
-                        count("unknown_replace", u3.op == BookOpKind.REPLACE, delay=True)
         with m.If(u3.valid & (k == _UKind.REPL)):
             m.d.sync += [rd_found.eq(found & ~u3.oor), rd_buy.eq(hit_entry.buy)]
         with m.Else():
             m.d.sync += rd_found.eq(0)
-        for name, flag in late.items():        # stage A's counts, registered
-            r = Signal(name=f"{name}_b")
-            m.d.sync += r.eq(flag)
-            count(name, r)
+        ob_hit_any, ob_fnd, ob_full, ob_rdf = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [ob_hit_any.eq(hit), ob_fnd.eq(found), ob_full.eq(frees == 0), ob_rdf.eq(rd_found)]
 
         # ---- order stage B (stage 4): write the order table; build the level op
         ob_radd, ob_found, ob_ins, ob_deg = Signal(), Signal(), Signal(), Signal()
         ob_hit = Signal(body_layout)          # the hit entry (its ref and locate are B's key)
-        lb = Signal(data.StructLayout({"has": 1, "slot": sbits, "lost_row": 1, "mismatch": 1}))
+        lb = Signal(data.StructLayout({"has": 1, "slot": sbits, "lost_row": 1}))
         m.d.sync += [
             ob_wwe.eq(a_wwe), ob_radd.eq(is_radd), ob_new.eq(a_new), ob_found.eq(a_found),
             ob_ins.eq(a_ins), ob_deg.eq(a_degrade), ob_hit.eq(hit_entry),
-            lb.has.eq(la.has), lb.slot.eq(la.slot), lb.lost_row.eq(la.lost_row), lb.mismatch.eq(mis3),
+            lb.has.eq(la.has), lb.slot.eq(la.slot), lb.lost_row.eq(la.lost_row),
         ]
+        # the counts decided from A's outcome, and the locate mismatch (the REPLACE of a radd at B is at u5)
+        mis4 = Signal()
+        m.d.comb += mis4.eq(mismatch_seen)
+        with m.If(ob_radd & ob_rdf):
+            with m.If(ob_hit_any):
+                count("duplicate_adds")
+            with m.Elif(~valid_add_r(u5)):
+                count("invalid_adds")
+            with m.Elif(ob_full):
+                count("table_full")
+        with m.If(u4.valid & ~u4.oor):
+            with m.Switch(u4.kind):
+                with m.Case(_UKind.ADD):
+                    with m.If(ob_hit_any):
+                        count("duplicate_adds")
+                    with m.Elif(~valid_add_r(u4)):
+                        count("invalid_adds")
+                    with m.Elif(lb.has & ob_full):
+                        count("table_full")
+                with m.Case(_UKind.REDUCE, _UKind.DELETE, _UKind.REPL):
+                    with m.If(~ob_fnd & ob_hit_any):
+                        count("locate_mismatch")
+                        m.d.sync += mismatch_seen.eq(1)
+                        m.d.comb += mis4.eq(1)
+                    with m.Elif(~ob_fnd):
+                        for name in ("execute", "cancel", "delete", "replace"):
+                            count(f"unknown_{name}", u4.op == getattr(BookOpKind, name.upper()))
         ob_buy = Signal()
         m.d.sync += ob_buy.eq(Mux(is_radd, rd_buy, u3.buy))
         # the main op's side at stage 4 (= my_buy4), in copies for the level words' side muxes
@@ -832,7 +834,7 @@ class MarketBook(wiring.Component):
         x4 = Mux(is_repl4 & same_px4, sda4, u4.shares)
         m.d.sync += [
             lv5.valid.eq(u4.valid), lv5.has.eq(lb.has), lv5.slot.eq(lb.slot), lv5.lost_row.eq(lb.lost_row),
-            lv5.mismatch.eq(lb.mismatch),
+            lv5.mismatch.eq(mis4),
             lv5.degrade.eq(main4 & ob_deg),
             lv5.buy.eq(my_buy4),
             lv5.del_en.eq(main4 & ob_found),
