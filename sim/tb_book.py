@@ -26,6 +26,7 @@ from cocotb.triggers import RisingEdge
 from tickgate.fpga.book_records import BookOp, TopOfBook
 from tickgate.fpga.order_book import BOOK_DEFAULTS, COUNTERS, MarketBook
 from tickgate.model.book import OrderBook
+from tickgate.model.window import WindowedBook
 from tickgate.sim.streams import StreamSink, StreamSource, pack_fields, unpack_fields
 from tickgate.sim.tb import MODES, ClockedTB
 from tickgate.sim.tb_itch_decode import expected_op
@@ -186,7 +187,7 @@ class BookTB(ClockedTB):
         raise AssertionError("lookup never answered")
 
     async def run(self, msgs: list[bytes], *, skip_model=(), model_msgs=None, check_latency=True,
-                  exact=True, at: list[int] | None = None) -> list[tuple]:
+                  exact=True, at: list[int] | None = None, window=None) -> list[tuple]:
         """Send ``msgs`` (seq = index + 1), collect every row, compare with the reference book.
 
         ``exact``: the rows must equal the model's and carry no degraded/out_of_window flag. Otherwise every
@@ -194,6 +195,9 @@ class BookTB(ClockedTB):
         every locate that never got a flagged row must equal the model's rows of that locate.
         ``skip_model``: indexes of messages the reference book must not see (what the hardware by design
         drops); ``model_msgs`` (same length): what the reference book sees instead of ``msgs``.
+        ``window``: also hold every row of every symbol never flagged ``degraded`` to the depth-window model
+        (:class:`tickgate.model.window.WindowedBook`): the same rows, ``out_of_window`` flags included
+        (default: whenever ``exact`` is off and no message is skipped or replaced for the model).
         ``at``: the cycles (relative to a few cycles from now) at which the messages are offered, e.g.
         :func:`wire_cycles`; each must then be taken exactly then (the book never holds the input off).
         Returns ``[(row, flags)]`` and leaves the reference book in ``self.model``.
@@ -249,6 +253,19 @@ class BookTB(ClockedTB):
             theirs = [r for r in expected if r[1] not in flagged]
             assert mine == theirs, next(((a, b) for a, b in zip(mine, theirs) if a != b), (len(mine), len(theirs)))
             self.flagged_locates = flagged
+        if window is None:
+            window = not exact and not skip_model and model_msgs is None
+        if window:
+            wb = WindowedBook(BOOK.depth)
+            want = [r for r in map(wb.apply, msgs) if r is not None]
+            degraded = {r[1] for r, f in got if f["degraded"]}
+            mine = [(*r, f["out_of_window"]) for r, f in got if r[1] not in degraded]
+            theirs = [tuple(r) for r in want if r[1] not in degraded]
+            diff = next(((n, a, b) for n, (a, b) in enumerate(zip(mine, theirs)) if a != b), None)
+            assert diff is None and len(mine) == len(theirs), \
+                f"rows against the window model: first difference {diff}, {len(mine)} rows vs {len(theirs)}"
+            self.dut._log.info("window model: %d rows equal (%d flagged out_of_window), %d symbols degraded",
+                               len(mine), sum(r[-1] for r in mine), len(degraded))
         self.dut._log.info("%d messages, %d rows (%d expected), %d cycles", len(msgs), len(rows),
                            len(expected), accepted[-1] - accepted[0] + 1 if accepted else 0)
         if check_latency and not self.backpressure:
@@ -682,3 +699,34 @@ async def test_overflow_replace_smaller(dut, idle, backpressure):
     assert not got[-1][1]["out_of_window"], got[-1]
     r = await tb.lookup(L)
     assert r["bid_overflow"] == 0 and r["bids"] == [(0, 0), (0, 0)], r
+
+
+@cocotb.test(skip=not MAIN)
+@cocotb.parametrize(**MODES)
+async def test_window_random(dut, idle, backpressure):
+    """Random deep flows (up to 41 prices a side against K tracked levels): every row, the out_of_window
+    flag included, equal to the depth-window model's, and every unflagged row to the full book's."""
+    tb = await BookTB.start(dut, idle, backpressure)
+    rng = random.Random(5 + idle + 2 * backpressure)
+    msgs = random_feed(rng, 3000, symbols=range(1, 3), spread=20)
+    full = OrderBook()
+    for raw in msgs:
+        full.apply(raw)
+    live = [D(o.locate, ref) for ref, o in full.orders()]      # then drain: every overflow must reach 0
+    rng.shuffle(live)
+    msgs += live
+    got = await tb.run(msgs, exact=False, window=True)
+    assert tb.counters()["out_of_window"] > 100
+    assert any(f["out_of_window"] for _, f in got), "expected rows flagged out_of_window while draining"
+    # the final state beyond the BBO: each side's top lookup_depth levels and whether it has overflow
+    wb = WindowedBook(BOOK.depth)
+    for raw in msgs:
+        wb.apply(raw)
+    ld = BOOK.lookup_depth
+    for loc in (1, 2):
+        r = await tb.lookup(loc)
+        for name, buy in (("bids", True), ("asks", False)):
+            w = wb.side(loc, buy)
+            want = [tuple(lv) for lv in w.levels[:ld]] + [(0, 0)] * (ld - len(w.levels[:ld]))
+            assert r[name] == want, (loc, name, r[name], want)
+            assert r[f"{name[:-1]}_overflow"] == int(w.ovf != 0), (loc, name, r, w.ovf)
