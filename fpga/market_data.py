@@ -82,7 +82,7 @@ class MarketDataPipeline(wiring.Component):
     i_stream : ``In(ByteStream())``
     o_stream : ``Out(stream.Signature(TopOfBook))``
     dst_ip, dst_port, dst_mac, match_mac, gap_clear : inputs
-    lookup : ``In(LookupSignature())``
+    lookup : ``In(LookupSignature(book lookup_depth))``
     status : MoldUDP64 receiver status
     counters : every block's counters
     applied, applied_seq : only when the book has them
@@ -108,7 +108,7 @@ class MarketDataPipeline(wiring.Component):
                 self._udp_regs.append(name)
         members.update({
             "gap_clear": In(1),
-            "lookup": In(LookupSignature()),
+            "lookup": In(LookupSignature(self.book.lookup_depth)),
             "status": Out(self.mold.signature.members["status"].signature),
             "counters": Out(wiring.Signature({
                 "udp": Out(self.udp.signature.members["counters"].signature),

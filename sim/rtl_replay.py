@@ -251,8 +251,8 @@ BOOK_KEYS = ("capacity", "ways", "symbols", "depth", "locates", "lookup_depth")
 
 def parse_book(text: str | None) -> dict:
     """``--book capacity=65536,ways=8,...`` -> {name: int}, checked by constructing the book (bad names,
-    values or combinations raise ValueError). ``lookup_depth`` must stay the top's lookup port depth."""
-    from ..fpga.order_book import LookupSignature, MarketBook
+    values or combinations raise ValueError). ``lookup_depth`` sizes the top's lookup port too."""
+    from ..fpga.order_book import MarketBook
 
     out: dict[str, int] = {}
     for item in (text or "").split(","):
@@ -271,10 +271,6 @@ def parse_book(text: str | None) -> dict:
             out[key] = int(value.strip(), 0)
         except ValueError:
             raise ValueError(f"--book: {key}={value.strip()!r} is not an integer") from None
-    port = LookupSignature().depth
-    if out.get("lookup_depth", port) != port:
-        raise ValueError(f"--book: lookup_depth={out['lookup_depth']}: the chip's top has a {port}-level "
-                         f"lookup port (MarketDataPipeline), so the book's lookup_depth must be {port}")
     try:
         MarketBook(**out)
     except TypeError as e:
@@ -767,8 +763,8 @@ def check_depth(depth: int, lookup_depth: int) -> None:
         raise ValueError(f"--depth must be a positive integer, not {depth!r}")
     if depth > lookup_depth:
         raise ValueError(f"--depth {depth}: the chip's lookup port answers the top {lookup_depth} levels per "
-                         f"side (lookup_depth={lookup_depth}); use --depth {lookup_depth} or less, or "
-                         f"--engine model")
+                         f"side (lookup_depth={lookup_depth}); use --depth {lookup_depth} or less, "
+                         f"--book lookup_depth={depth} (at most the book's depth), or --engine model")
 
 
 def depth_snapshots(lookups: np.ndarray, depth: int) -> np.ndarray:

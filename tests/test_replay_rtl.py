@@ -317,8 +317,8 @@ def test_cli_depth_above_lookup_depth_is_refused(rr):
     assert r.stdout == ""
 
 
-@pytest.mark.parametrize("bad", ["capacity=1000", "colour=3", "capacity", "ways=x", "lookup_depth=2",
-                                 "depth=40", "ways=4,ways=8", "capacity=4,ways=8"])
+@pytest.mark.parametrize("bad", ["capacity=1000", "colour=3", "capacity", "ways=x", "lookup_depth=13",
+                                 "depth=40", "ways=4,ways=8", "capacity=4,ways=8", "depth=4,lookup_depth=6"])
 def test_cli_book_option_is_checked(bad):
     r = _cli("--engine", "rtl", "--book", bad)
     assert r.returncode == 2 and "--book" in r.stderr, (bad, r.stderr)
@@ -355,6 +355,19 @@ def test_cli_depth_equals_model(rr, tmp_path, rtl_args):
             assert rb.count(b"\n") > 3, (name, depth)
             assert rb == mb, (name, depth)
             assert f"--depth {depth}:" in r.stderr and "lookups" in r.stderr
+
+
+def test_cli_depth_beyond_default_lookup_port(rr, tmp_path):
+    """--book lookup_depth=6 widens the chip's lookup port (the top's too): --depth 6 then equals the model."""
+    feed = [str(p) for p in ITCH_FILES if "SNIPPET" in p.name]
+    if not feed:
+        pytest.skip("NASDAQ snippet not found")
+    r = _cli(feed[0], "--engine", "rtl", "--depth", "6", "--book", "lookup_depth=6", "--strict",
+             "--out", str(tmp_path / "r.csv"))
+    m = _cli(feed[0], "--depth", "6", "--out", str(tmp_path / "m.csv"))
+    assert r.returncode == 0 and m.returncode == 0, r.stderr + m.stderr
+    assert (tmp_path / "r.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()
+    assert (tmp_path / "m.csv").read_text().count("\n") > 3
 
 
 def test_cli_depth_symbols(rr, tmp_path):

@@ -182,9 +182,9 @@ def _run_rtl(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1)")
     book = rtl_replay.parse_book(args.book)
     if args.depth > 1:
-        from ..fpga.order_book import LookupSignature
+        from ..fpga.order_book import BOOK_DEFAULTS
 
-        rtl_replay.check_depth(args.depth, LookupSignature().depth)
+        rtl_replay.check_depth(args.depth, book.get("lookup_depth", BOOK_DEFAULTS["lookup_depth"]))
     select = SymbolFilter(args.symbols)
     if args.feed is None:
         messages = default_feed()
