@@ -8,7 +8,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .book_records import MAX_ITCH_LEN, ItchMessage
-from .counters import count
+from .counters import count_strobe
 from .stream import BYTES, ByteStream, popcount_keep
 
 __all__ = ["ItchSplitter", "LATENCY"]
@@ -192,9 +192,9 @@ class ItchSplitter(wiring.Component):
 
         # Counter increments are registered (set by the branches below) and added a cycle later (off the
         # parsing paths).
-        inc_truncated = count(m, self.truncated, name="inc_truncated")
-        inc_zero = count(m, self.zero_length, name="inc_zero")
-        inc_oversize = count(m, self.oversize, name="inc_oversize")
+        inc_truncated = count_strobe(m, self.truncated, name="inc_truncated")
+        inc_zero = count_strobe(m, self.zero_length, name="inc_zero")
+        inc_oversize = count_strobe(m, self.oversize, name="inc_oversize")
 
         def packet_end(truncated):
             """The beat is the packet's last (and is consumed): count a truncation (the restart at the next
