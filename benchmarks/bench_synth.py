@@ -10,9 +10,9 @@ YoWASP switch, and these blocks have far more ports than the package has pins).
     python benchmarks/bench_synth.py market_book --book capacity=2048,symbols=128,depth=8 --no-pnr
 
 How a block is measured. It is wrapped in a *harness*: every input port bit is driven by a flip-flop of a
-serial-in shift register (pin ``sin``), every output port bit is captured by a flip-flop of a parallel-load
-shift register (pins ``cap``, ``sout``). So every path through the block starts and ends at a register, as
-it does inside the pipeline, nothing is optimised away, and the design needs four pins. The block's module
+serial-in shift register (pin ``sin``), every output port bit goes into a flip-flop of a signature register
+(an XOR shift register, pin ``sout``). So every path through the block starts and ends at a register, as it
+does inside the pipeline, nothing is optimised away, and the design needs three pins. The block's module
 keeps its hierarchy (``keep_hierarchy``), so LUT4/FF/EBR/DSP are Yosys's counts for the block alone
 (LUT4 includes the two LUTs of every CCU2C carry cell and of every distributed-RAM cell); Fmax is
 nextpnr's for the whole harnessed design, i.e. the block's register-to-register paths including those
@@ -153,14 +153,19 @@ BLOCKS = {
 # --- harness ----------------------------------------------------------------------------------------------
 
 def harness(dut):
-    """An Elaboratable with ports clk/rst (the sync domain), sin, cap and sout around ``dut``."""
+    """An Elaboratable with ports clk/rst (the sync domain), sin and sout around ``dut``.
+
+    Inputs: a serial-in shift register. Outputs: a signature register, ``sig[i] <= sig[i + 1] ^ out[i]``,
+    shifted out at ``sout``: every output bit reaches a pin (nothing is optimised away), each through one
+    flip-flop next to its source, and no control net fans out to every output bit (the parallel-load
+    register used before had a ``cap`` pin driving ~3000 LUTs across the die for the pipeline, which the
+    router had to fit around the design)."""
     from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
     from amaranth.lib.wiring import In
 
     class Harness(Elaboratable):
         def __init__(self):
             self.sin = Signal()
-            self.cap = Signal()
             self.sout = Signal()
 
         def elaborate(self, platform):
@@ -170,7 +175,6 @@ def harness(dut):
             for path, member, value in dut.signature.flatten(dut):
                 (ins if member.flow == In else outs).append(Value.cast(value))
             n_in = sum(len(v) for v in ins)
-            n_out = sum(len(v) for v in outs)
             if n_in:
                 sr = Signal(n_in)
                 m.d.sync += sr.eq(Cat(self.sin, sr[:-1]))
@@ -178,16 +182,15 @@ def harness(dut):
                 for v in ins:
                     m.d.comb += v.eq(sr[pos:pos + len(v)])
                     pos += len(v)
-            so = Signal(max(n_out, 1))
-            with m.If(self.cap):
-                m.d.sync += so.eq(Cat(*outs))
-            with m.Else():
-                m.d.sync += so.eq(so >> 1)
-            m.d.comb += self.sout.eq(so[0])
+            out = Cat(*outs)
+            sig = Signal(max(len(out), 1))
+            if len(out):
+                m.d.sync += sig.eq(Cat(sig[1:], Signal()) ^ out)
+            m.d.comb += self.sout.eq(sig[0])
             return m
 
     h = Harness()
-    return h, [h.sin, h.cap, h.sout]
+    return h, [h.sin, h.sout]
 
 
 LPF = """\
