@@ -50,7 +50,9 @@ class MarketDataPipeline(wiring.Component):
     keep, last, valid, ready; ``user`` dropped) into a :class:`~.stream.SkidBuffer` in front of the
     splitter: its registered ``ready`` ends the combinational ready path of the splitter (which depends on
     the beat it parses and on the decoder's and the book's ready) instead of letting it run back through
-    the MoldUDP64 and UDP receivers. Empty, the skid adds no cycle. The MoldUDP64 receiver's sticky ``status.gap`` drives the
+    the MoldUDP64 and UDP receivers. A second skid between the UDP and MoldUDP64 receivers does the same
+    for the MoldUDP64 receiver's ready, so no ready path crosses more than one block. Empty, a skid adds
+    no cycle. The MoldUDP64 receiver's sticky ``status.gap`` drives the
     book's ``stale`` input (so every TopOfBook row and lookup answer after a gap carries ``flags.stale``
     until the host strobes ``gap_clear``).
 
@@ -139,7 +141,11 @@ class MarketDataPipeline(wiring.Component):
         m.submodules.book = book
 
         wiring.connect(m, wiring.flipped(self.i_stream), udp.i_stream)
-        wiring.connect(m, udp.o_stream, mold.i_stream)
+        # UDP -> skid -> MoldUDP64: the MoldUDP64 receiver's ready (its block walker, and the skid below)
+        # ends here instead of running on into the UDP receiver's header state.
+        udp_skid = m.submodules.udp_skid = SkidBuffer(mold.i_stream.payload.shape())
+        wiring.connect(m, udp.o_stream, udp_skid.i_stream)
+        wiring.connect(m, udp_skid.o_stream, mold.i_stream)
         # MoldUDP64 -> skid -> splitter: same byte stream, minus `user`. The skid registers the splitter's
         # ready (which depends on the beat it parses, and on the decoder's and the book's), so that path
         # ends here instead of running back through the MoldUDP64 and UDP receivers.
