@@ -927,10 +927,25 @@ class MarketBook(wiring.Component):
         def part(w, fld):
             return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
         NDUP = len(buy4)
+        # Whether lw2 as it will be at A is for (this slot, side s), per side, decided a cycle early from the
+        # next values of every register it reads (lw/lw2 after this cycle's weB, we_B[1], lb.slot) and
+        # registered in NDUP copies: at stage 4 each part's selects are then a 2:1 pick by its buy4 copy
+        # of registers, not a slot compare and a mux chain ahead of ~1700 mux bits (the routed critical path
+        # at 102.8 MHz ran lb -> slot compare -> we_B[1] mux -> the side words' muxes by the block RAM).
+        lw_v_n, lw_slot_n, lw_buy_n = Mux(weB, 1, lw_v), Mux(weB, lvB.slot, lw_slot), Mux(weB, lvB.buy, lw_buy)
+        lw2_v_n, lw2_slot_n, lw2_buy_n = Mux(weB, lw_v, lw2_v), Mux(weB, lw_slot, lw2_slot), Mux(weB, lw_buy, lw2_buy)
+        we_B1_n = op5.valid & op5.has & (op5.del_en | op5.add_en | op5.degrade)     # we_B's input
+
+        def match_n(v, slot, b, side):
+            return v & (slot == la.slot) & (b == side)
+        fwd2 = [_dup_reg(m, Mux(we_B1_n, match_n(lw_v_n, lw_slot_n, lw_buy_n, side),
+                                match_n(lw2_v_n, lw2_slot_n, lw2_buy_n, side)), NDUP, f"fwd2_s{side}")
+                for side in (0, 1)]
         for j, fld in enumerate(parts):
             b = buy4[j % NDUP]
-            own2 = Mux(we_B[1], match(lw_v, lw_slot, lw_buy, b), match(lw2_v, lw2_slot, lw2_buy, b))
-            oth2 = Mux(we_B[1], match(lw_v, lw_slot, lw_buy, ~b), match(lw2_v, lw2_slot, lw2_buy, ~b))
+            f0, f1 = fwd2[0][j % NDUP], fwd2[1][j % NDUP]
+            own2 = Mux(b, f1, f0)
+            oth2 = Mux(b, f0, f1)
             m.d.sync += [
                 part(side_own, fld).eq(Mux(own2, part(lw2_next, fld),
                                            Mux(b, part(side_rd[1], fld), part(side_rd[0], fld)))),
