@@ -51,8 +51,9 @@ class MarketDataPipeline(wiring.Component):
     splitter: its registered ``ready`` ends the combinational ready path of the splitter (which depends on
     the beat it parses and on the decoder's and the book's ready) instead of letting it run back through
     the MoldUDP64 and UDP receivers. A second skid between the UDP and MoldUDP64 receivers does the same
-    for the MoldUDP64 receiver's ready, so no ready path crosses more than one block. Empty, a skid adds
-    no cycle. The MoldUDP64 receiver's sticky ``status.gap`` drives the
+    for the MoldUDP64 receiver's ready, and a third between the decoder and the book for the book's (which
+    depends on the op's type), so no ready path crosses more than one block. Empty, a skid adds no cycle;
+    at line rate the book never refuses an op, so none fills. The MoldUDP64 receiver's sticky ``status.gap`` drives the
     book's ``stale`` input (so every TopOfBook row and lookup answer after a gap carries ``flags.stale``
     until the host strobes ``gap_clear``).
 
@@ -159,7 +160,11 @@ class MarketDataPipeline(wiring.Component):
         ]
         wiring.connect(m, skid.o_stream, split.i_stream)
         wiring.connect(m, split.o_stream, dec.i_stream)
-        wiring.connect(m, dec.o_stream, book.i_stream)
+        # decoder -> skid -> book: the book's ready (a book op is not taken in the cycle after another, so it
+        # depends on the op's type) ends here instead of fanning out into the splitter's state.
+        book_skid = m.submodules.book_skid = SkidBuffer(book.i_stream.payload.shape())
+        wiring.connect(m, dec.o_stream, book_skid.i_stream)
+        wiring.connect(m, book_skid.o_stream, book.i_stream)
         wiring.connect(m, book.o_stream, wiring.flipped(self.o_stream))
         wiring.connect(m, wiring.flipped(self.lookup), book.lookup)
 
