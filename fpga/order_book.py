@@ -397,6 +397,7 @@ class MarketBook(wiring.Component):
 
     def __init__(self, *, capacity=None, ways=None, symbols=None, depth=None, locates=None,
                  lookup_depth=None, fifo_depth=16):
+        self._MustUse__silence = True       # refused below: no UnusedElaboratable warning; cleared at the end
         p = dict(BOOK_DEFAULTS)
         given = dict(capacity=capacity, ways=ways, symbols=symbols, depth=depth, locates=locates,
                      lookup_depth=lookup_depth)
@@ -429,6 +430,7 @@ class MarketBook(wiring.Component):
             "applied": Out(1),
             "applied_seq": Out(32),
         })
+        self._MustUse__silence = False
 
     @property
     def clear_cycles(self):
