@@ -475,6 +475,10 @@ class MarketBook(wiring.Component):
             "valid": 1, "ref": 64, "loc": lwid, "buy": 1, "shares": 32, "price": 32,
         })
         body_layout = data.StructLayout({"buy": 1, "shares": 32, "price": 32})   # what a hit reads
+        # what stage A selects for the hit: the body, and against the op at A (u3) its remaining shares and
+        # the compares order stage B needs (under: shares < u3.shares, same: shares == u3.shares), computed
+        # on each source before the select so that B's order-table write data is a register and a mux
+        hit_layout = data.StructLayout({"buy": 1, "shares": 32, "price": 32, "rem": 32, "under": 1, "same": 1})
 
         def _body(e):
             v = Signal(body_layout)
@@ -693,14 +697,21 @@ class MarketBook(wiring.Component):
         ob_wwe = Signal(W)                    # the B op's way-write mask (its write is being made now)
         radd_entry = Signal(entry_layout)     # what a radd at B writes (registers only)
         is_radd = ra_v[3]
-        hn_body = [_body(h[2]) for h in hn]
-        radd_body = _body(radd_entry)
+        def _hit_src(e, name):            # a source of stage A's hit select, with u3's compares
+            v = Signal(hit_layout, name=name)
+            d = Signal(33, name=f"{name}_d")
+            m.d.comb += [v.buy.eq(e.buy), v.shares.eq(e.shares), v.price.eq(e.price),
+                         d.eq(e.shares - u3.shares), v.rem.eq(d[:32]), v.under.eq(d[32]),
+                         v.same.eq(e.shares == u3.shares)]
+            return v
+        hn_body = [_hit_src(h[2], f"oh{k}_src") for k, h in enumerate(hn)]
+        radd_body = _hit_src(radd_entry, "radd_src")
         hits, frees, locs = Signal(W), Signal(W), Signal(W)
         way_m = []
         for i in range(W):
-            v = Signal(body_layout, name=f"way{i}_m")
+            v = Signal(hit_layout, name=f"way{i}_m")
             hv, vv, lv_ = Signal(name=f"way{i}_hit"), Signal(name=f"way{i}_valid"), Signal(name=f"way{i}_loc")
-            hist = Mux(p_ram[i], way_r[i].as_value(), 0)
+            hist = Mux(p_ram[i], _hit_src(way_r[i], f"way{i}_src").as_value(), 0)
             for k in range(3):                           # one-hot selects: an AND-OR, not a priority chain
                 hist = hist | Mux(p_sel[k][i], hn_body[k].as_value(), 0)
             m.d.comb += [v.eq(hist), hv.eq(p_raw_hit[i]), vv.eq(p_raw_valid[i]), lv_.eq(p_raw_loc[i])]
@@ -713,8 +724,8 @@ class MarketBook(wiring.Component):
             m.d.comb += [hits[i].eq(hv), frees[i].eq(~vv), locs[i].eq(lv_)]
             way_m.append(v)
         hit = hits.any()
-        hit_entry = Signal(body_layout)       # at most one way holds the ref (adds of a live ref are refused)
-        he = Const(0, body_layout.size)
+        hit_entry = Signal(hit_layout)        # at most one way holds the ref (adds of a live ref are refused)
+        he = Const(0, hit_layout.size)
         for i, e in enumerate(way_m):
             he = he | Mux(hits[i], e.as_value(), 0)
         m.d.comb += hit_entry.eq(he)
@@ -760,7 +771,7 @@ class MarketBook(wiring.Component):
 
         # ---- order stage B (stage 4): write the order table; build the level op
         ob_radd, ob_found, ob_ins, ob_deg = Signal(), Signal(), Signal(), Signal()
-        ob_hit = Signal(body_layout)          # the hit entry (its ref and locate are B's key)
+        ob_hit = Signal(hit_layout)           # the hit entry (its ref and locate are B's key), u4's compares
         lb = Signal(data.StructLayout({"has": 1, "slot": sbits, "lost_row": 1}))
         m.d.sync += [
             ob_wwe.eq(a_wwe), ob_radd.eq(is_radd), ob_new.eq(a_new), ob_found.eq(a_found),
@@ -801,10 +812,10 @@ class MarketBook(wiring.Component):
         # a radd's entry: all registers (the op at A forwards it in the same cycle)
         m.d.comb += [radd_entry.valid.eq(1), radd_entry.ref.eq(kref[2]), radd_entry.loc.eq(kloc[2]),
                      radd_entry.buy.eq(ob_buy), radd_entry.shares.eq(u5.shares), radd_entry.price.eq(u5.price)]
-        full = (u4.kind != _UKind.REDUCE) | (u4.shares >= ob_hit.shares)
+        full = (u4.kind != _UKind.REDUCE) | ob_hit.under | ob_hit.same      # u4.shares >= ob_hit.shares
         upd = Signal(entry_layout)
         m.d.comb += [upd.valid.eq(~full), upd.ref.eq(kref[2]), upd.loc.eq(kloc[2]), upd.buy.eq(ob_hit.buy),
-                     upd.price.eq(ob_hit.price), upd.shares.eq(ob_hit.shares - u4.shares)]
+                     upd.price.eq(ob_hit.price), upd.shares.eq(ob_hit.rem)]
         new_e = Signal(entry_layout)
         m.d.comb += [new_e.valid.eq(1), new_e.ref.eq(kref[2]), new_e.loc.eq(kloc[2]), new_e.buy.eq(ob_buy),
                      new_e.shares.eq(u4.shares), new_e.price.eq(u4.price)]
@@ -813,7 +824,7 @@ class MarketBook(wiring.Component):
         m.d.comb += [ow_en.eq(ob_wwe), ow_addr.eq(an[3]), ow_data.eq(Mux(ob_new, new_e, upd))]
         for i, w in enumerate(ways):
             m.d.comb += [w.we.eq(ow_en[i]), w.waddr.eq(ow_addr), w.wdata.eq(ow_data)]
-        count("overfills", ~ob_radd & ob_found & (u4.kind == _UKind.REDUCE) & (u4.shares > ob_hit.shares))
+        count("overfills", ~ob_radd & ob_found & (u4.kind == _UKind.REDUCE) & ob_hit.under)
 
         # the level op of the main micro-op u4 (a REPLACE: its delete and its add half together)
         lv_layout = data.StructLayout({
