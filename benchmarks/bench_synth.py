@@ -19,7 +19,9 @@ nextpnr's for the whole harnessed design, i.e. the block's register-to-register 
 from its inputs and to its outputs. The clock is constrained to :data:`TARGET_MHZ`.
 
 Reproducible: a fixed seed, one thread, the default placer and router (heap, router1): see
-:data:`NEXTPNR_ARGS`; ``--seed`` and ``--router`` change them (single-seed Fmax varies by about 10%). The commands run are written to ``<workdir>/<block>/commands.sh``.
+:data:`NEXTPNR_ARGS`; ``--seed`` and ``--router`` change them (single-seed Fmax varies by about 10%), and
+``--nextpnr-arg`` (repeatable) appends placer or router tuning, e.g. ``--nextpnr-arg=--tmg-ripup``. The
+commands run are written to ``<workdir>/<block>/commands.sh``.
 
 Blocks that are not importable (the pipeline top and the book are being written) are reported as such,
 with the reason, never silently dropped.
@@ -50,8 +52,8 @@ SEED = 1
 ROUTER = "router1"
 
 
-def nextpnr_args(seed: int = SEED, router: str = ROUTER) -> tuple[str, ...]:
-    return ("--seed", str(seed), "--threads", "1", "--placer", "heap", "--router", router)
+def nextpnr_args(seed: int = SEED, router: str = ROUTER, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return ("--seed", str(seed), "--threads", "1", "--placer", "heap", "--router", router, *extra)
 
 
 NEXTPNR_ARGS = nextpnr_args()
@@ -246,7 +248,8 @@ def _module_stats(stat_text: str, module: str) -> dict:
 
 
 def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mapper: str = "auto",
-          timeout: float = 3600, pnr: bool = True, seed: int = SEED, router: str = ROUTER) -> Result:
+          timeout: float = 3600, pnr: bool = True, seed: int = SEED, router: str = ROUTER,
+          extra: tuple[str, ...] = ()) -> Result:
     """Synthesise and place-and-route ``component`` (a wiring.Component); returns a :class:`Result`.
     ``pnr=False``: synthesis only (resources; no Fmax)."""
     from amaranth.back import rtlil
@@ -261,7 +264,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     (d / "design.lpf").write_text(LPF.format(mhz=mhz))
     yosys_cmd = [YOSYS, "-q", "-s", "synth.ys"]
     pnr_cmd = [NEXTPNR, *DEVICE, "--json", "design.json", "--lpf", "design.lpf", "--lpf-allow-unconstrained",
-               "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *nextpnr_args(seed, router)]
+               "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *nextpnr_args(seed, router, extra)]
     for attempt in (["abc9", "abc"] if mapper == "auto" else [mapper]):
         (d / "synth.ys").write_text(_yosys_script(top, dut_module, attempt))
         (d / "commands.sh").write_text("# run in this directory\n" + shlex.join(yosys_cmd) + "\n" +
@@ -298,7 +301,8 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
 
 
 def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | None = None,
-            pnr: bool = True, seed: int = SEED, router: str = ROUTER, timeout: float = 3600) -> Result:
+            pnr: bool = True, seed: int = SEED, router: str = ROUTER, timeout: float = 3600,
+            extra: tuple[str, ...] = ()) -> Result:
     res = Result(block=name)
     try:
         component, params, latency = BLOCKS[name](book) if name in BOOK_BLOCKS else BLOCKS[name]()
@@ -307,7 +311,7 @@ def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | N
         return res
     try:
         res = build(name, component, workdir=workdir, mhz=mhz, mapper=mapper, pnr=pnr, seed=seed,
-                    router=router, timeout=timeout)
+                    router=router, timeout=timeout, extra=extra)
     except Exception as e:
         res.error = f"{type(e).__name__}: {e}"[:2000]
         if not isinstance(e, (RuntimeError, subprocess.TimeoutExpired)):
@@ -364,6 +368,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
     ap.add_argument("--router", default=ROUTER, choices=["router1", "router2"], help="nextpnr router")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per tool run")
+    ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
+                    help="one more nextpnr argument, repeatable, e.g. --nextpnr-arg=--tmg-ripup")
     args = ap.parse_args(argv)
     try:
         from tickgate.sim.rtl_replay import parse_book
@@ -379,7 +385,7 @@ def main(argv=None) -> int:
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
                                pnr=not args.no_pnr, seed=args.seed, router=args.router,
-                               timeout=args.timeout) for n in names]
+                               timeout=args.timeout, extra=tuple(args.nextpnr_arg)) for n in names]
         results = [f.result() for f in futures]
     print(table(results, markdown=args.markdown))
     for r in results:
@@ -391,7 +397,7 @@ def main(argv=None) -> int:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)
     print(f"\n{len(results)} blocks in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
-          f"target {args.mhz} MHz; nextpnr {' '.join(nextpnr_args(args.seed, args.router))}", file=sys.stderr)
+          f"target {args.mhz} MHz; nextpnr {' '.join(nextpnr_args(args.seed, args.router, tuple(args.nextpnr_arg)))}", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([dict(asdict(r), latency_ns=r.latency_ns, latency_max_ns=r.latency_max_ns)

@@ -72,3 +72,12 @@ def test_every_output_bit_is_observed():
     for bit in range(4):
         _, bad = _run(stuck=bit)
         assert bad != good, bit
+
+
+def test_extra_nextpnr_arguments_follow_the_fixed_ones():
+    # --nextpnr-arg (placer/router tuning) is appended after the seed, thread, placer and router settings
+    bench = load("bench_synth")
+    args = bench.nextpnr_args(2, "router2", ("--placer-heap-timingweight", "40", "--tmg-ripup"))
+    assert args[:2] == ("--seed", "2") and "router2" in args
+    assert args[-3:] == ("--placer-heap-timingweight", "40", "--tmg-ripup")
+    assert bench.nextpnr_args() == bench.NEXTPNR_ARGS
