@@ -376,6 +376,7 @@ def main(argv=None) -> int:
         book = parse_book(args.book)
     except ValueError as e:
         ap.error(str(e))
+    extra = tuple(args.nextpnr_arg)
     names = args.blocks or list(BLOCKS)
     unknown = [n for n in names if n not in BLOCKS]
     if unknown:
@@ -385,7 +386,7 @@ def main(argv=None) -> int:
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
                                pnr=not args.no_pnr, seed=args.seed, router=args.router,
-                               timeout=args.timeout, extra=tuple(args.nextpnr_arg)) for n in names]
+                               timeout=args.timeout, extra=extra) for n in names]
         results = [f.result() for f in futures]
     print(table(results, markdown=args.markdown))
     for r in results:
@@ -397,7 +398,7 @@ def main(argv=None) -> int:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)
     print(f"\n{len(results)} blocks in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
-          f"target {args.mhz} MHz; nextpnr {' '.join(nextpnr_args(args.seed, args.router, tuple(args.nextpnr_arg)))}", file=sys.stderr)
+          f"target {args.mhz} MHz; nextpnr {' '.join(nextpnr_args(args.seed, args.router, extra))}", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([dict(asdict(r), latency_ns=r.latency_ns, latency_max_ns=r.latency_max_ns)

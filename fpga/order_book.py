@@ -812,7 +812,9 @@ class MarketBook(wiring.Component):
         # a radd's entry: all registers (the op at A forwards it in the same cycle)
         m.d.comb += [radd_entry.valid.eq(1), radd_entry.ref.eq(kref[2]), radd_entry.loc.eq(kloc[2]),
                      radd_entry.buy.eq(ob_buy), radd_entry.shares.eq(u5.shares), radd_entry.price.eq(u5.price)]
-        full = (u4.kind != _UKind.REDUCE) | ob_hit.under | ob_hit.same      # u4.shares >= ob_hit.shares
+        # u4.shares >= the hit entry's shares (without a hit ob_hit is all 0 and full 0 for a REDUCE: only
+        # found ops read full, s_d4 and sd_zero)
+        full = (u4.kind != _UKind.REDUCE) | ob_hit.under | ob_hit.same
         upd = Signal(entry_layout)
         m.d.comb += [upd.valid.eq(~full), upd.ref.eq(kref[2]), upd.loc.eq(kloc[2]), upd.buy.eq(ob_hit.buy),
                      upd.price.eq(ob_hit.price), upd.shares.eq(ob_hit.rem)]
