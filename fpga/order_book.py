@@ -272,12 +272,15 @@ class _Mem:
 
 def _dup_reg(m, value, n, name):
     """``n`` (1..4) registers of ``value`` (one cycle late) that synthesis keeps apart, to split a
-    high-fanout select: copies differ in polarity and in having a reset (so no FF merge folds them); each
-    copy is returned as a Value equal to the registered ``value``."""
+    high-fanout net: copies differ in polarity and in having a reset (so no FF merge folds them); each
+    copy is returned as a Value equal to the registered ``value`` (as wide as it)."""
+    if not 1 <= n <= 4:
+        raise ValueError(f"_dup_reg makes 1 to 4 distinct copies, not {n}")
+    width = len(value)
     out = []
     for k in range(n):
         inv, rl = k & 1, bool(k & 2)
-        r = Signal(name=f"{name}_d{k}", reset_less=rl, init=0 if not inv else 1)
+        r = Signal(width, name=f"{name}_d{k}", reset_less=rl, init=0 if not inv else (1 << width) - 1)
         m.d.sync += r.eq(~value if inv else value)
         out.append(~r if inv else r)
     return out
@@ -836,6 +839,10 @@ class MarketBook(wiring.Component):
             "radd_wait": 1,   # a REPLACE that found its order: its add half is the radd's, decided at order A
         })
         lv5 = Signal(lv_layout)
+        cmp_layout = data.StructLayout({
+            "buy": 1, "del_en": 1, "add_en": 1, "radd_wait": 1, "p_d": 32, "s_d": 32, "p_a": 32, "s_a": 32,
+            "sd_zero": 1,
+        })
         main4 = u4.valid & ~ob_radd
         is_repl4 = u4.kind == _UKind.REPL
         my_buy4 = Mux(u4.kind == _UKind.ADD, u4.buy, ob_hit.buy)       # the main op's side
@@ -847,17 +854,25 @@ class MarketBook(wiring.Component):
         ob_rfull = Signal()
         m.d.sync += ob_rfull.eq(is_radd & rd_found & ~hit & valid_add_r(u4) & (frees == 0))
         x4 = Mux(is_repl4 & same_px4, sda4, u4.shares)
+        # what level stage A compares the side's entries with: registered in lv5 and, for the compares, in
+        # copies (cmp5 below)
+        cmp4 = Signal(cmp_layout)
+        m.d.comb += [
+            cmp4.buy.eq(my_buy4), cmp4.del_en.eq(main4 & ob_found), cmp4.add_en.eq(main4 & ob_ins),
+            cmp4.radd_wait.eq(main4 & is_repl4 & ob_found),
+            cmp4.p_d.eq(ob_hit.price), cmp4.s_d.eq(s_d4), cmp4.p_a.eq(u4.price), cmp4.s_a.eq(u4.shares),
+            cmp4.sd_zero.eq(Mux(full, ob_hit.shares == 0, u4.shares == 0)),
+        ]
         m.d.sync += [
             lv5.valid.eq(u4.valid), lv5.has.eq(lb.has), lv5.slot.eq(lb.slot), lv5.lost_row.eq(lb.lost_row),
             lv5.mismatch.eq(mis4),
             lv5.degrade.eq(main4 & ob_deg),
-            lv5.buy.eq(my_buy4),
-            lv5.del_en.eq(main4 & ob_found),
-            lv5.p_d.eq(ob_hit.price), lv5.s_d.eq(s_d4),
-            lv5.add_en.eq(main4 & ob_ins), lv5.radd_wait.eq(main4 & is_repl4 & ob_found),
-            lv5.p_a.eq(u4.price), lv5.s_a.eq(u4.shares), lv5.x.eq(x4), lv5.sda.eq(sda4),
-            lv5.sd_zero.eq(Mux(full, ob_hit.shares == 0, u4.shares == 0)),
-            lv5.x_zero.eq(Mux(is_repl4 & same_px4, u4.shares == ob_hit.shares, u4.shares == 0)),
+            lv5.buy.eq(cmp4.buy), lv5.del_en.eq(cmp4.del_en), lv5.add_en.eq(cmp4.add_en),
+            lv5.radd_wait.eq(cmp4.radd_wait),
+            lv5.p_d.eq(cmp4.p_d), lv5.s_d.eq(cmp4.s_d), lv5.p_a.eq(cmp4.p_a), lv5.s_a.eq(cmp4.s_a),
+            lv5.x.eq(x4), lv5.sda.eq(sda4), lv5.sd_zero.eq(cmp4.sd_zero),
+            # with a found REPLACE at the same price, ob_hit.same is u4.shares == the order's shares
+            lv5.x_zero.eq(Mux(is_repl4 & same_px4, ob_hit.same, u4.shares == 0)),
         ]
 
         # ---- level write history: B (stage 6) results land in lw, which writes the RAM one cycle later
@@ -982,33 +997,45 @@ class MarketBook(wiring.Component):
             m.d.comb += part(e, fld).eq(Mux(dsel1[j % NDUP], part(lw_data, fld), part(side_own, fld)))
         o = Signal(side_layout)
         m.d.comb += o.eq(Mux(osel1, lw_data, side_other))
-        p_a, p_d, s_a, s_d = op5.p_a, op5.p_d, op5.s_a, op5.s_d
+        # The op's compare operands in NCMP register copies, one per group of neighbouring entries (and the
+        # last for the bound and overflow), so no one register drives compares across the whole side word
+        # (the routed critical path at 119.9 MHz: an lv5 operand -> 2.87 ns of routing -> compares).
+        NCMP = 4
+        cmp5 = [data.View(cmp_layout, v) for v in _dup_reg(m, cmp4.as_value(), NCMP, "cmp5")]
+        radd_add5 = ob_radd & ob_new        # with radd_wait: the REPLACE's add half is made (as in op5)
+
+        def grp(i):                 # the copy entry i's compares read
+            return cmp5[i * NCMP // K]
         flag_names = ("md", "zd", "ma", "ba", "eq0")
 
-        def lv_flags(lv, live):     # the compares B needs of one level (eq0 only for entry 0)
-            eqa = lv.px == p_a
-            gt = p_a > lv.px
-            return {"md": live & (lv.px == p_d) & op5.del_en, "zd": lv.sz == s_d,
-                    "ma": live & eqa & op5.add_en, "ba": ~live | Mux(op5.buy, gt, ~gt & ~eqa),
-                    "eq0": eqa & (lv.sz == s_a)}
-        empty = {"md": Const(0), "zd": op5.sd_zero, "ma": Const(0), "ba": Const(1),
-                 "eq0": (p_a == 0) & (s_a == 0)}
-        cand = [lv_flags(lw_p.em[j], lw_p.em_live[j]) for j in range(K)]
-        cand_new = lv_flags(lw_p.new, Const(1))
+        def lv_flags(lv, live, c):  # the compares B needs of one level (eq0 only for entry 0), on copy c
+            eqa = lv.px == c.p_a
+            gt = c.p_a > lv.px
+            return {"md": live & (lv.px == c.p_d) & c.del_en, "zd": lv.sz == c.s_d,
+                    "ma": live & eqa & (c.add_en | c.radd_wait & radd_add5),
+                    "ba": ~live | Mux(c.buy, gt, ~gt & ~eqa), "eq0": eqa & (lv.sz == c.s_a)}
+
+        def empty(c):               # lv_flags of an empty level past either end
+            return {"md": Const(0), "zd": c.sd_zero, "ma": Const(0), "ba": Const(1),
+                    "eq0": (c.p_a == 0) & (c.s_a == 0)}
+        cand = [lv_flags(lw_p.em[j], lw_p.em_live[j], grp(j)) for j in range(K)]
+        cand_new = lv_flags(lw_p.new, Const(1), cmp5[0])
         flags = {f: Signal(K, name=f"a_{f}") for f in flag_names}
         for i in range(K):
-            own = lv_flags(side_own.lv[i], side_own.live[i])
-            up = cand[i + 1] if i + 1 < K else empty
-            down = cand[i - 1] if i else empty
+            own = lv_flags(side_own.lv[i], side_own.live[i], grp(i))
+            up = cand[i + 1] if i + 1 < K else empty(grp(i))
+            down = cand[i - 1] if i else empty(grp(i))
             c = lw_p.code[i]
             for f in flag_names:
                 lw_f = Mux(c[1], Mux(c[0], cand_new[f], down[f]), Mux(c[0], up[f], cand[i][f]))
                 m.d.comb += flags[f][i].eq(Mux(dsel1[i % NDUP], lw_f, own[f]))
         md, zd, ma, ba = flags["md"], flags["zd"], flags["ma"], flags["ba"]
 
+        cl = cmp5[NCMP - 1]         # the bound's and the overflow's compares and sums
+
         def beats(px, bound):       # px strictly better than the bound
             gt = px > bound
-            return Mux(op5.buy, gt, ~gt & (px != bound))
+            return Mux(cl.buy, gt, ~gt & (px != bound))
 
         def bound_pick(fn):         # fn(bound) for e's bound, computed on each source
             bs = lw_p.bound_sel
@@ -1028,9 +1055,10 @@ class MarketBook(wiring.Component):
         m.d.sync += [
             bq.op.eq(op5), bq.e.eq(e), bq.live.eq(e.live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
             bq.ba.eq(ba),
-            bq.ovf_any.eq(e.ovf_nz), bq.ovf_eq_d.eq(ovf_pick(lambda v: v == s_d)),
-            bq.beats.eq(bound_pick(lambda b: beats(p_a, b))), bq.beats_d.eq(bound_pick(lambda b: beats(p_d, b))),
-            bq.o_d.eq(e.ovf - s_d), bq.o_a.eq(e.ovf + s_a), bq.o_da.eq(e.ovf + op5.sda),    # sda signed: a smaller replace lowers it
+            bq.ovf_any.eq(e.ovf_nz), bq.ovf_eq_d.eq(ovf_pick(lambda v: v == cl.s_d)),
+            bq.beats.eq(bound_pick(lambda b: beats(cl.p_a, b))),
+            bq.beats_d.eq(bound_pick(lambda b: beats(cl.p_d, b))),
+            bq.o_d.eq(e.ovf - cl.s_d), bq.o_a.eq(e.ovf + cl.s_a), bq.o_da.eq(e.ovf + op5.sda),    # sda signed: a smaller replace lowers it
             bq.o_k.eq(e.ovf + e.lv[K - 1].sz),
             bq.new_eq0.eq(flags["eq0"][0]),
             bq.o_px.eq(o.lv[0].px), bq.o_sz.eq(o.lv[0].sz),
