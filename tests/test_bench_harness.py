@@ -1,6 +1,9 @@
 """benchmarks/bench_synth.py's harness: inputs from a serial-in shift register, outputs into a signature
 register, so every output bit reaches ``sout`` (no parallel-load ``cap`` net). Simulated with Amaranth."""
 
+import json
+
+import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -77,7 +80,38 @@ def test_every_output_bit_is_observed():
 def test_extra_nextpnr_arguments_follow_the_fixed_ones():
     # --nextpnr-arg (placer/router tuning) is appended after the seed, thread, placer and router settings
     bench = load("bench_synth")
-    args = bench.nextpnr_args(2, "router2", ("--placer-heap-timingweight", "40", "--tmg-ripup"))
+    args = bench.PnrOptions(2, "router2", ["--placer-heap-timingweight", "40", "--tmg-ripup"]).args()
     assert args[:2] == ("--seed", "2") and "router2" in args
     assert args[-3:] == ("--placer-heap-timingweight", "40", "--tmg-ripup")
-    assert bench.nextpnr_args() == bench.NEXTPNR_ARGS
+    assert bench.PnrOptions().args() == bench.NEXTPNR_ARGS
+
+
+def test_pnr_options_are_checked():
+    bench = load("bench_synth")
+    with pytest.raises(ValueError, match="router"):
+        bench.PnrOptions(router="router3")
+    with pytest.raises(TypeError, match="extra"):
+        bench.PnrOptions(extra="--tmg-ripup")      # a string, not a sequence of arguments
+    with pytest.raises(TypeError, match="seed"):
+        bench.PnrOptions(seed="1")
+
+
+def test_results_record_the_nextpnr_options(tmp_path, monkeypatch):
+    # the JSON says how a figure was placed and routed; synthesis-only results have no such options
+    bench = load("bench_synth")
+    calls = []
+
+    def fake_run(cmd, cwd, log, timeout):
+        calls.append(cmd)
+        if cmd[0] == bench.YOSYS:
+            (cwd / "stat.txt").write_text("(cell counts: _module_stats is replaced below)\n")
+        else:
+            (cwd / "report.json").write_text(json.dumps({"fmax": {"clk": {"achieved": 200.0}}}))
+        return 0.0
+    monkeypatch.setattr(bench, "_run", fake_run)
+    monkeypatch.setattr(bench, "_module_stats", lambda text, module: {"LUT4": 3})
+    opts = bench.PnrOptions(3, extra=("--tmg-ripup",))
+    res = bench.build("addfive", _AddFive(), workdir=tmp_path, pnr_options=opts)
+    assert res.fmax_mhz == 200.0
+    assert res.nextpnr_args == list(opts.args()) and calls[-1][-len(opts.args()):] == list(opts.args())
+    assert bench.build("addfive", _AddFive(), workdir=tmp_path, pnr=False).nextpnr_args == []
