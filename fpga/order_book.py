@@ -710,27 +710,36 @@ class MarketBook(wiring.Component):
         hn_body = [_hit_src(h[2], f"oh{k}_src") for k, h in enumerate(hn)]
         radd_body = _hit_src(radd_entry, "radd_src")
         hits, frees, locs = Signal(W), Signal(W), Signal(W)
-        way_m = []
+        now_w = Signal(W)                     # per way: its newest write is the one being made now
         for i in range(W):
-            v = Signal(hit_layout, name=f"way{i}_m")
             hv, vv, lv_ = Signal(name=f"way{i}_hit"), Signal(name=f"way{i}_valid"), Signal(name=f"way{i}_loc")
-            hist = Mux(p_ram[i], _hit_src(way_r[i], f"way{i}_src").as_value(), 0)
-            for k in range(3):                           # one-hot selects: an AND-OR, not a priority chain
-                hist = hist | Mux(p_sel[k][i], hn_body[k].as_value(), 0)
-            m.d.comb += [v.eq(hist), hv.eq(p_raw_hit[i]), vv.eq(p_raw_valid[i]), lv_.eq(p_raw_loc[i])]
+            m.d.comb += [hv.eq(p_raw_hit[i]), vv.eq(p_raw_valid[i]), lv_.eq(p_raw_loc[i])]
             with m.If(h_sel[i]):
                 m.d.comb += [hv.eq(h_hit[i]), vv.eq(h_valid[i]), lv_.eq(h_loc[i])]
             # the write being made now: B holds a radd (a new entry) or the REPLACE of the radd at A (its
             # original, deleted); nothing else can be at B while a book op is at A (book ops 2 apart)
-            with m.If(p_cur_same & ob_wwe[i]):
-                m.d.comb += [v.eq(radd_body), hv.eq(ob_new & p_cur_hit), vv.eq(ob_new), lv_.eq(p_cur_loc)]
+            m.d.comb += now_w[i].eq(p_cur_same & ob_wwe[i])
+            with m.If(now_w[i]):
+                m.d.comb += [hv.eq(ob_new & p_cur_hit), vv.eq(ob_new), lv_.eq(p_cur_loc)]
             m.d.comb += [hits[i].eq(hv), frees[i].eq(~vv), locs[i].eq(lv_)]
-            way_m.append(v)
         hit = hits.any()
-        hit_entry = Signal(hit_layout)        # at most one way holds the ref (adds of a live ref are refused)
-        he = Const(0, hit_layout.size)
-        for i, e in enumerate(way_m):
-            he = he | Mux(hits[i], e.as_value(), 0)
+        # The hit entry (at most one way holds the ref: adds of a live ref are refused) is one AND-OR over
+        # every source: each way's RAM word, the three history writes, the write being made now. Each
+        # source's select is the hit way's select for it, made from registers and the hits beside the
+        # sources' subtracts, so the data passes two LUT levels after them (a per-way pick, then a pick by
+        # way, took five).
+        g_ram = Signal(W)
+        g_hist = Signal(3)
+        g_now = Signal()
+        m.d.comb += [g_ram.eq(hits & ~now_w & p_ram), g_now.eq((hits & now_w).any())]
+        for k in range(3):
+            m.d.comb += g_hist[k].eq((hits & ~now_w & p_sel[k]).any())
+        he = Mux(g_now, radd_body.as_value(), 0)
+        for i in range(W):
+            he = he | Mux(g_ram[i], _hit_src(way_r[i], f"way{i}_src").as_value(), 0)
+        for k in range(3):
+            he = he | Mux(g_hist[k], hn_body[k].as_value(), 0)
+        hit_entry = Signal(hit_layout)
         m.d.comb += hit_entry.eq(he)
         free_1h = Signal(W)
         m.d.comb += free_1h.eq(frees & -frees)   # lowest free way
@@ -841,7 +850,7 @@ class MarketBook(wiring.Component):
         lv5 = Signal(lv_layout)
         cmp_layout = data.StructLayout({
             "buy": 1, "del_en": 1, "add_en": 1, "radd_wait": 1, "p_d": 32, "s_d": 32, "p_a": 32, "s_a": 32,
-            "sd_zero": 1,
+            "sd_zero": 1, "a_zero": 1,       # a_zero: p_a == 0 and s_a == 0 (an empty level's eq0)
         })
         main4 = u4.valid & ~ob_radd
         is_repl4 = u4.kind == _UKind.REPL
@@ -862,6 +871,7 @@ class MarketBook(wiring.Component):
             cmp4.radd_wait.eq(main4 & is_repl4 & ob_found),
             cmp4.p_d.eq(ob_hit.price), cmp4.s_d.eq(s_d4), cmp4.p_a.eq(u4.price), cmp4.s_a.eq(u4.shares),
             cmp4.sd_zero.eq(Mux(full, ob_hit.shares == 0, u4.shares == 0)),
+            cmp4.a_zero.eq((u4.price == 0) & (u4.shares == 0)),
         ]
         m.d.sync += [
             lv5.valid.eq(u4.valid), lv5.has.eq(lb.has), lv5.slot.eq(lb.slot), lv5.lost_row.eq(lb.lost_row),
@@ -942,7 +952,9 @@ class MarketBook(wiring.Component):
         m.d.comb += [op5.eq(lv5), op5.add_en.eq(lv5.add_en | lv5.radd_wait & ob_radd & ob_new),
                      op5.degrade.eq(lv5.degrade | lv5.radd_wait & ob_rfull)]
         we_B_in = op5.valid & op5.has & (op5.del_en | op5.add_en | op5.degrade)
-        we_B = _dup_reg(m, we_B_in, 2, "weB")
+        # level B makes a write: copies for lw's enables (weB), sel1 and fwd2's next values, lw2_next's mux
+        # (a side word wide), and pc5's select
+        we_B = _dup_reg(m, we_B_in, 4, "weB")
 
         def match(v, slot, b, buy, key=lb.slot):     # a write (v, slot, side b) is for (key, buy)
             return v & (slot == key) & (b == buy)
@@ -951,7 +963,7 @@ class MarketBook(wiring.Component):
         # being made now, or the last one), else from the word registered here: lw2 as it will be at A when its
         # slot and side match (decided here), or the RAM's. So stage A picks from two sources.
         lw2_next = Signal(side_layout)
-        m.d.comb += lw2_next.eq(Mux(weB, lw_data, lw2_data))
+        m.d.comb += lw2_next.eq(Mux(we_B[2], lw_data, lw2_data))
         side_own, side_other = Signal(side_layout), Signal(side_layout)
         # the side word's parts (each entry, the overflow, the bound, the flag): each select copy drives a share
         parts = [f"lv{i}" for i in range(K)] + ["ovf", "bound", "degraded", "live", "ovf_nz"]
@@ -964,8 +976,9 @@ class MarketBook(wiring.Component):
         # registered in NDUP copies: at stage 4 each part's selects are then a 2:1 pick by its buy4 copy
         # of registers, not a slot compare and a mux chain ahead of ~1700 mux bits (the routed critical path
         # at 102.8 MHz ran lb -> slot compare -> we_B[1] mux -> the side words' muxes by the block RAM).
-        lw_v_n, lw_slot_n, lw_buy_n = Mux(weB, 1, lw_v), Mux(weB, lvB.slot, lw_slot), Mux(weB, lvB.buy, lw_buy)
-        lw2_v_n, lw2_slot_n, lw2_buy_n = Mux(weB, lw_v, lw2_v), Mux(weB, lw_slot, lw2_slot), Mux(weB, lw_buy, lw2_buy)
+        wb = we_B[1]
+        lw_v_n, lw_slot_n, lw_buy_n = Mux(wb, 1, lw_v), Mux(wb, lvB.slot, lw_slot), Mux(wb, lvB.buy, lw_buy)
+        lw2_v_n, lw2_slot_n, lw2_buy_n = Mux(wb, lw_v, lw2_v), Mux(wb, lw_slot, lw2_slot), Mux(wb, lw_buy, lw2_buy)
         fwd2 = [_dup_reg(m, Mux(we_B_in, match(lw_v_n, lw_slot_n, lw_buy_n, side, key=la.slot),
                                 match(lw2_v_n, lw2_slot_n, lw2_buy_n, side, key=la.slot)), NDUP, f"fwd2_s{side}")
                 for side in (0, 1)]
@@ -1002,24 +1015,28 @@ class MarketBook(wiring.Component):
         # (the routed critical path at 119.9 MHz: an lv5 operand -> 2.87 ns of routing -> compares).
         NCMP = 4
         cmp5 = [data.View(cmp_layout, v) for v in _dup_reg(m, cmp4.as_value(), NCMP, "cmp5")]
+        # lw's candidate prices (its entries, its new level, its bound1) against the op's two prices, compared
+        # at stage 4 (see pc_next at level stage B) and registered, so no lw compare is made here
+        pc_layout = data.StructLayout({"eqa": 1, "gta": 1, "eqd": 1, "gtd": 1})
+        pc5 = Signal(data.ArrayLayout(pc_layout, K + 2))
         radd_add5 = ob_radd & ob_new        # with radd_wait: the REPLACE's add half is made (as in op5)
 
         def grp(i):                 # the copy entry i's compares read
             return cmp5[i * NCMP // K]
         flag_names = ("md", "zd", "ma", "ba", "eq0")
 
-        def lv_flags(lv, live, c):  # the compares B needs of one level (eq0 only for entry 0), on copy c
-            eqa = lv.px == c.p_a
-            gt = c.p_a > lv.px
-            return {"md": live & (lv.px == c.p_d) & c.del_en, "zd": lv.sz == c.s_d,
+        def lv_flags(lv, live, c, pc=None):
+            """The compares B needs of one level (eq0 only for entry 0), on copy c; its price's compares
+            from ``pc`` (registered at stage 4, for lw's candidates) or made here."""
+            eqa, gt, eqd = (lv.px == c.p_a, c.p_a > lv.px, lv.px == c.p_d) if pc is None else (pc.eqa, pc.gta, pc.eqd)
+            return {"md": live & eqd & c.del_en, "zd": lv.sz == c.s_d,
                     "ma": live & eqa & (c.add_en | c.radd_wait & radd_add5),
                     "ba": ~live | Mux(c.buy, gt, ~gt & ~eqa), "eq0": eqa & (lv.sz == c.s_a)}
 
         def empty(c):               # lv_flags of an empty level past either end
-            return {"md": Const(0), "zd": c.sd_zero, "ma": Const(0), "ba": Const(1),
-                    "eq0": (c.p_a == 0) & (c.s_a == 0)}
-        cand = [lv_flags(lw_p.em[j], lw_p.em_live[j], grp(j)) for j in range(K)]
-        cand_new = lv_flags(lw_p.new, Const(1), cmp5[0])
+            return {"md": Const(0), "zd": c.sd_zero, "ma": Const(0), "ba": Const(1), "eq0": c.a_zero}
+        cand = [lv_flags(lw_p.em[j], lw_p.em_live[j], grp(j), pc5[j]) for j in range(K)]
+        cand_new = lv_flags(lw_p.new, Const(1), cmp5[0], pc5[K])
         flags = {f: Signal(K, name=f"a_{f}") for f in flag_names}
         for i in range(K):
             own = lv_flags(side_own.lv[i], side_own.live[i], grp(i))
@@ -1033,14 +1050,16 @@ class MarketBook(wiring.Component):
 
         cl = cmp5[NCMP - 1]         # the bound's and the overflow's compares and sums
 
-        def beats(px, bound):       # px strictly better than the bound
-            gt = px > bound
-            return Mux(cl.buy, gt, ~gt & (px != bound))
+        def beats(gt, eq):          # a price strictly better than the bound, from their compares
+            return Mux(cl.buy, gt, ~gt & ~eq)
 
-        def bound_pick(fn):         # fn(bound) for e's bound, computed on each source
+        def bound_pick(half):       # p_a ("a") or p_d ("d") beats e's bound, computed on each source
+            def pre(j):
+                return beats(pc5[j][f"gt{half}"], pc5[j][f"eq{half}"])
             bs = lw_p.bound_sel
-            lw_f = Mux(bs[1], fn(lw_p.new.px), Mux(bs[0], fn(lw_p.em[K - 1].px), fn(lw_p.bound1)))
-            return Mux(dsel1[parts.index("bound") % NDUP], lw_f, fn(side_own.bound))
+            lw_f = Mux(bs[1], pre(K), Mux(bs[0], pre(K - 1), pre(K + 1)))
+            px = cl.p_a if half == "a" else cl.p_d
+            return Mux(dsel1[parts.index("bound") % NDUP], lw_f, beats(px > side_own.bound, px == side_own.bound))
 
         def ovf_pick(fn):           # fn(ovf) for e's overflow, computed on each source
             os_ = lw_p.ovf_sel
@@ -1056,8 +1075,7 @@ class MarketBook(wiring.Component):
             bq.op.eq(op5), bq.e.eq(e), bq.live.eq(e.live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
             bq.ba.eq(ba),
             bq.ovf_any.eq(e.ovf_nz), bq.ovf_eq_d.eq(ovf_pick(lambda v: v == cl.s_d)),
-            bq.beats.eq(bound_pick(lambda b: beats(cl.p_a, b))),
-            bq.beats_d.eq(bound_pick(lambda b: beats(cl.p_d, b))),
+            bq.beats.eq(bound_pick("a")), bq.beats_d.eq(bound_pick("d")),
             bq.o_d.eq(e.ovf - cl.s_d), bq.o_a.eq(e.ovf + cl.s_a), bq.o_da.eq(e.ovf + op5.sda),    # sda signed: a smaller replace lowers it
             bq.o_k.eq(e.ovf + e.lv[K - 1].sz),
             bq.new_eq0.eq(flags["eq0"][0]),
@@ -1129,6 +1147,22 @@ class MarketBook(wiring.Component):
             newB.degraded.eq(eB.degraded | q.op.degrade),
         ]
         count("out_of_window", q.op.valid & q.op.has & (to_ovf | push))
+
+        # The op at stage 4 reads lw at level A as it will be then: B's result being made now (weB) or the
+        # last one. The prices of lw's candidates are registers either way (B's are bq's entries and op), so
+        # their compares with the op's prices (registers at stage 4) are made here on both and picked by weB
+        # into pc5. B's bound1 is compared as eB.bound: it differs only when it is 0, and then the overflow
+        # is empty, and every use of the bound's compares (beats, beats_d) is masked by a nonzero overflow.
+        def px_cmp(px):
+            return Cat(px == cmp4.p_a, cmp4.p_a > px, px == cmp4.p_d, cmp4.p_d > px)
+        for j in range(K + 2):
+            if j < K:
+                now, last = px_cmp(eB.lv[j].px), px_cmp(lw_p.em[j].px)
+            elif j == K:
+                now, last = px_cmp(q.op.p_a), px_cmp(lw_p.new.px)
+            else:
+                now, last = px_cmp(eB.bound), px_cmp(lw_p.bound1)
+            m.d.sync += pc5[j].eq(Mux(we_B[3], now, last))
         m.d.comb += weB.eq(we_B[0])
 
         # row: only this side can change; the other side's best and flags come from stage A. Whether it is
