@@ -93,10 +93,12 @@ table only, using the order-table read port the next message never needs):
   not matching).
 * 4 (also): both sides' words leave the RAM; the op's side (registered copies) picks its own and the other
   side's word into registers, or the level write before the last when it is for the same slot and side.
+  The op's prices against the prices of the last level write as it will be at 5 (its entries, new level
+  and bound), registered; the op's compare operands registered in copies, one per group of entries.
 * 5: level stage A: the side's word from that register or from the last level write (select registered
   at 4, in 4 copies to split its fanout over the word's bits), registered for B; both prices against the
   K entries (equality, the add price's order, the sizes) and the bound, each compared on every source
-  before the select (compare, then select); the new sizes of the overflow precomputed; the other side's
+  before the select (compare, then select; the last write's price compares are stage 4's registers); the new sizes of the overflow precomputed; the other side's
   best and flags; all registered. Counts decided at order stage A are registered here too.
 * 6: level stage B: the entries' new sizes; removal/insert positions (thermometer codes) and from them a
   2-bit select per entry (the entry, the one below, the one above or the new level) and for the overflow
