@@ -51,6 +51,7 @@ TARGET_MHZ = 156.25
 DEVICE = ("--um5g-85k", "--package", "CABGA381", "--speed", "8")
 SEED = 1
 ROUTER = "router1"
+ROUTERS = ("router1", "router2")
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ class PnrOptions:
     def __post_init__(self):
         if not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, not {self.seed!r}")
-        if self.router not in ("router1", "router2"):
-            raise ValueError(f"router must be 'router1' or 'router2', not {self.router!r}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"router must be one of {ROUTERS}, not {self.router!r}")
         if isinstance(self.extra, str) or not all(isinstance(a, str) for a in self.extra):
             raise TypeError(f"extra must be a sequence of argument strings, not {self.extra!r}")
         object.__setattr__(self, "extra", tuple(self.extra))
@@ -388,7 +389,7 @@ def main(argv=None) -> int:
                          "(names as `tickgate replay --book`)")
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only: resources, no Fmax")
     ap.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
-    ap.add_argument("--router", default=ROUTER, choices=["router1", "router2"], help="nextpnr router")
+    ap.add_argument("--router", default=ROUTER, choices=ROUTERS, help="nextpnr router")
     ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds allowed per tool run")
     ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
                     help="one more nextpnr argument, repeatable, e.g. --nextpnr-arg=--tmg-ripup")

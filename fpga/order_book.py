@@ -98,8 +98,8 @@ table only, using the order-table read port the next message never needs):
 * 5: level stage A: the side's word from that register or from the last level write (select registered
   at 4, in 4 copies to split its fanout over the word's bits), registered for B; both prices against the
   K entries (equality, the add price's order, the sizes) and the bound, each compared on every source
-  before the select (compare, then select; the last write's price compares are stage 4's registers); the new sizes of the overflow precomputed; the other side's
-  best and flags; all registered. Counts decided at order stage A are registered here too.
+  before the select (compare, then select; the last write's price compares are stage 4's registers); the
+  new sizes of the overflow precomputed; the other side's best and flags; all registered. Counts decided at order stage A are registered here too.
 * 6: level stage B: the entries' new sizes; removal/insert positions (thermometer codes) and from them a
   2-bit select per entry (the entry, the one below, the one above or the new level) and for the overflow
   and bound; registered
@@ -1018,7 +1018,7 @@ class MarketBook(wiring.Component):
         NCMP = 4
         cmp5 = [data.View(cmp_layout, v) for v in _dup_reg(m, cmp4.as_value(), NCMP, "cmp5")]
         # lw's candidate prices (its entries, its new level, its bound1) against the op's two prices, compared
-        # at stage 4 (see pc_next at level stage B) and registered, so no lw compare is made here
+        # at stage 4 (px_cmp, after level stage B's code) and registered, so no lw compare is made here
         pc_layout = data.StructLayout({"eqa": 1, "gta": 1, "eqd": 1, "gtd": 1})
         pc5 = Signal(data.ArrayLayout(pc_layout, K + 2))
         radd_add5 = ob_radd & ob_new        # with radd_wait: the REPLACE's add half is made (as in op5)
@@ -1030,7 +1030,10 @@ class MarketBook(wiring.Component):
         def lv_flags(lv, live, c, pc=None):
             """The compares B needs of one level (eq0 only for entry 0), on copy c; its price's compares
             from ``pc`` (registered at stage 4, for lw's candidates) or made here."""
-            eqa, gt, eqd = (lv.px == c.p_a, c.p_a > lv.px, lv.px == c.p_d) if pc is None else (pc.eqa, pc.gta, pc.eqd)
+            if pc is None:
+                eqa, gt, eqd = lv.px == c.p_a, c.p_a > lv.px, lv.px == c.p_d
+            else:
+                eqa, gt, eqd = pc.eqa, pc.gta, pc.eqd
             return {"md": live & eqd & c.del_en, "zd": lv.sz == c.s_d,
                     "ma": live & eqa & (c.add_en | c.radd_wait & radd_add5),
                     "ba": ~live | Mux(c.buy, gt, ~gt & ~eqa), "eq0": eqa & (lv.sz == c.s_a)}
