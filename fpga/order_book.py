@@ -288,6 +288,13 @@ def _dup_reg(m, value, n, name):
     return out
 
 
+def _eq(a, b):
+    """``a == b`` as an XOR and a reduce. Yosys's alumacc merges an ``==`` with a ``<``/``>`` on the same
+    operands into the subtract's carry chain (its equality then waits for the chain and a LUT tree after
+    it); this keeps the equality a LUT tree of its own, in parallel with the chain."""
+    return ~(a ^ b).any()
+
+
 def _encode_code(code, alphabet, other):
     """An ITCH code byte -> its 1-based index in ``alphabet`` (what the locate table stores); ``other`` for
     any code not in it."""
@@ -707,7 +714,7 @@ class MarketBook(wiring.Component):
             d = Signal(33, name=f"{name}_d")
             m.d.comb += [v.buy.eq(e.buy), v.shares.eq(e.shares), v.price.eq(e.price),
                          d.eq(e.shares - u3.shares), v.rem.eq(d[:32]), v.under.eq(d[32]),
-                         v.same.eq(e.shares == u3.shares)]
+                         v.same.eq(_eq(e.shares, u3.shares))]
             return v
         hn_body = [_hit_src(h[2], f"oh{k}_src") for k, h in enumerate(hn)]
         radd_body = _hit_src(radd_entry, "radd_src")
@@ -1031,7 +1038,7 @@ class MarketBook(wiring.Component):
             """The compares B needs of one level (eq0 only for entry 0), on copy c; its price's compares
             from ``pc`` (registered at stage 4, for lw's candidates) or made here."""
             if pc is None:
-                eqa, gt, eqd = lv.px == c.p_a, c.p_a > lv.px, lv.px == c.p_d
+                eqa, gt, eqd = _eq(lv.px, c.p_a), c.p_a > lv.px, _eq(lv.px, c.p_d)
             else:
                 eqa, gt, eqd = pc.eqa, pc.gta, pc.eqd
             return {"md": live & eqd & c.del_en, "zd": lv.sz == c.s_d,
@@ -1064,7 +1071,7 @@ class MarketBook(wiring.Component):
             bs = lw_p.bound_sel
             lw_f = Mux(bs[1], pre(K), Mux(bs[0], pre(K - 1), pre(K + 1)))
             px = cl.p_a if half == "a" else cl.p_d
-            return Mux(dsel1[parts.index("bound") % NDUP], lw_f, beats(px > side_own.bound, px == side_own.bound))
+            return Mux(dsel1[parts.index("bound") % NDUP], lw_f, beats(px > side_own.bound, _eq(px, side_own.bound)))
 
         def ovf_pick(fn):           # fn(ovf) for e's overflow, computed on each source
             os_ = lw_p.ovf_sel
@@ -1159,7 +1166,7 @@ class MarketBook(wiring.Component):
         # into pc5. B's bound1 is compared as eB.bound: it differs only when it is 0, and then the overflow
         # is empty, and every use of the bound's compares (beats, beats_d) is masked by a nonzero overflow.
         def px_cmp(px):
-            return Cat(px == cmp4.p_a, cmp4.p_a > px, px == cmp4.p_d, cmp4.p_d > px)
+            return Cat(_eq(px, cmp4.p_a), cmp4.p_a > px, _eq(px, cmp4.p_d), cmp4.p_d > px)
         for j in range(K + 2):
             if j < K:
                 now, last = px_cmp(eB.lv[j].px), px_cmp(lw_p.em[j].px)
