@@ -733,21 +733,20 @@ class MarketBook(wiring.Component):
             m.d.comb += [hits[i].eq(hv), frees[i].eq(~vv), locs[i].eq(lv_)]
         hit = hits.any()
         # The hit entry (at most one way holds the ref: adds of a live ref are refused) is one AND-OR over
-        # every source: each way's RAM word, the three history writes, the write being made now. Each
-        # source's select is the hit way's select for it, made from registers and the hits beside the
-        # sources' subtracts, so the data passes two LUT levels after them (a per-way pick, then a pick by
-        # way, took five).
-        g_ram = Signal(W)
-        g_hist = Signal(3)
+        # the RAM word of each way and the three history writes, then the write being made now over it. The
+        # AND-OR's selects are P's registers (a way's RAM word where it holds the ref and no history write is
+        # newer; a history write where it holds the ref and is a way's newest), one or two LUT levels beside
+        # the sources' subtracts. They ignore what the write being made now does to a way: when it deletes
+        # the entry (a radd of its own REPLACE's ref), A finds no hit, and no hit's entry is used (ob_hit,
+        # rd_buy and buy4 are read under found, or on an ADD's own side).
         g_now = Signal()
-        m.d.comb += [g_ram.eq(hits & ~now_w & p_ram), g_now.eq((hits & now_w).any())]
-        for k in range(3):
-            m.d.comb += g_hist[k].eq((hits & ~now_w & p_sel[k]).any())
-        he = Mux(g_now, radd_body.as_value(), 0)
+        m.d.comb += g_now.eq((hits & now_w).any())
+        he = 0
         for i in range(W):
-            he = he | Mux(g_ram[i], _hit_src(way_r[i], f"way{i}_src").as_value(), 0)
+            he = he | Mux(p_ram[i] & p_raw_hit[i], _hit_src(way_r[i], f"way{i}_src").as_value(), 0)
         for k in range(3):
-            he = he | Mux(g_hist[k], hn_body[k].as_value(), 0)
+            he = he | Mux((p_sel[k] & h_hit).any(), hn_body[k].as_value(), 0)
+        he = Mux(g_now, radd_body.as_value(), he)
         hit_entry = Signal(hit_layout)
         m.d.comb += hit_entry.eq(he)
         free_1h = Signal(W)
