@@ -2,7 +2,7 @@
 the worst estimated arrival and the cells on the way.
 
     python benchmarks/bench_synth.py market_book --no-pnr --workdir build/synth/x     # ~1 min
-    python benchmarks/netlist_depth.py build/synth/x/market_book/design.json 30 [-v]
+    python benchmarks/netlist_depth.py build/synth/x/market_book/design.json 30 [-v] [--over 4.5,5.0,5.5]
 
 A unit-delay model (LUT4 0.14 ns + an average routed hop of 0.55 ns, PFUMX/L6MUX 0.15 ns next to their LUTs,
 carry chains 0.05 ns a cell, flip-flop clock-to-out 0.3 ns, block-RAM clock-to-out 2.9 ns, 2 ps per sink of
@@ -14,6 +14,7 @@ check of a restructuring; bench_synth.py is the measurement. Endpoints are liste
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import defaultdict
@@ -115,16 +116,33 @@ def estimate(netlist: dict, top: str | None = None) -> list[tuple[float, str, st
     return ends
 
 
+def count_over(ends, ns: float) -> int:
+    """How many of :func:`estimate`'s register inputs arrive later than ``ns``: how broad the problem is, where
+    the worst path says only how deep."""
+    return sum(1 for e in ends if e[0] > ns)
+
+
+def _thresholds(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated ns figures, not {text!r}") from None
+
+
 def main(argv=None) -> int:
-    import argparse
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("netlist", help="Yosys JSON (design.json of a bench_synth.py work directory)")
     ap.add_argument("n", nargs="?", type=int, default=25, help="registers to list")
     ap.add_argument("-v", action="store_true", help="print each path's cells")
     ap.add_argument("--top", help="module (default: the largest)")
+    ap.add_argument("--over", metavar="NS[,NS...]", type=_thresholds,
+                    help="also count the register inputs (every bit) whose estimate exceeds each threshold")
     args = ap.parse_args(argv)
     with open(args.netlist) as f:
         ends = estimate(json.load(f), args.top)
+    if args.over:
+        print(f"{len(ends)} register inputs; " +
+              ", ".join(f"{count_over(ends, t)} over {t:.2f} ns" for t in args.over))
     seen = set()
     for a, cn, p, path, name in ends:
         key = name.split("[")[0]

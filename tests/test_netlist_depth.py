@@ -39,3 +39,18 @@ def test_longest_path_first():
     # a carry chain costs little per cell, but more than nothing
     assert by["d"][0] > by["a"][0]
     assert ends[0][1] == "b"
+
+
+def test_count_over(tmp_path, capsys):
+    cells = {"a": _ff(2, 3), "l1": _lut([3], 4), "l2": _lut([4], 5), "b": _ff(5, 6), "l3": _lut([3], 7), "c": _ff(7, 8)}
+    netnames = {n: {"bits": [b], "hide_name": 0} for n, b in (("a", 3), ("b", 6), ("c", 8))}
+    netlist = {"modules": {"top": {"cells": cells, "netnames": netnames}}}
+    ends = netlist_depth.estimate(netlist)
+    b, c = sorted(e[0] for e in ends if e[1] in "bc")[::-1]
+    assert netlist_depth.count_over(ends, c - 0.01) == 2
+    assert netlist_depth.count_over(ends, c) == 1          # strictly later
+    assert netlist_depth.count_over(ends, b) == 0
+    f = tmp_path / "n.json"
+    f.write_text(__import__("json").dumps(netlist))
+    assert netlist_depth.main([str(f), "1", "--over", f"{c - 0.01},{b}"]) == 0
+    assert f"2 over {c - 0.01:.2f} ns, 0 over {b:.2f} ns" in capsys.readouterr().out
