@@ -226,6 +226,7 @@ class _UOp(data.Struct):
     shares: unsigned(32)
     price: unsigned(32)
     code: unsigned(8)
+    sized: unsigned(1)    # shares != 0 and price != 0 (what an ADD needs), so later stages test one bit
 
 
 class _Mem:
@@ -566,6 +567,7 @@ class MarketBook(wiring.Component):
             u0.valid.eq(accept), u0.op.eq(Mux(accept, op.kind, 0)), u0.kind.eq(Mux(accept, ukind, _UKind.NOP)),
             u0.seq.eq(op.seq), u0.locate.eq(op.locate), u0.ref.eq(op.ref), u0.buy.eq(op.buy),
             u0.shares.eq(op.shares), u0.price.eq(op.price), u0.code.eq(op.code), u0.oor.eq(op.locate >= NL),
+            u0.sized.eq((op.shares != 0) & (op.price != 0)),
         ]
         us = [u0] + [Signal(_UOp, name=f"u{i}") for i in range(1, 7)]
         m.d.sync += [us[i].eq(us[i - 1]) for i in range(1, 7)]
@@ -675,7 +677,7 @@ class MarketBook(wiring.Component):
         m.d.comb += [slot2.eq(Mux(loc_rd.has, loc_rd.slot, alloc[:sbits])), has2.eq(loc_rd.has & ~u2.oor)]
 
         def valid_add_r(u):
-            return (u.shares != 0) & (u.price != 0)
+            return u.sized
 
         with m.If(u2.valid & u2.oor):
             count("out_of_range", u2.kind != _UKind.NOP)
