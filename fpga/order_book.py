@@ -468,13 +468,19 @@ class MarketBook(wiring.Component):
         lbits = _log2(NL)
         bbits = max(1, _log2(self.buckets))
 
-        # ---- post-reset sweep of every memory
-        clearing = Signal(init=1)
-        clear_addr = Signal(range(self.clear_cycles + 1))
-        with m.If(clearing):
-            m.d.sync += clear_addr.eq(clear_addr + 1)
-            with m.If(clear_addr == self.clear_cycles - 1):
-                m.d.sync += clearing.eq(0)
+        # ---- post-reset sweep of every memory. The locate table (whose forwarding compares its write address)
+        # and the input's ready have sweep counters of their own, so the sweep's register does not sit in the
+        # middle of them and of every other memory's write port (separate feedback loops: no FF merge folds
+        # them into one)
+        def sweep_state(name):
+            clearing = Signal(init=1, name=f"{name}clearing")
+            clear_addr = Signal(range(self.clear_cycles + 1), name=f"{name}clear_addr")
+            with m.If(clearing):
+                m.d.sync += clear_addr.eq(clear_addr + 1)
+                with m.If(clear_addr == self.clear_cycles - 1):
+                    m.d.sync += clearing.eq(0)
+            return clearing, clear_addr
+        clearing, clear_addr = sweep_state("")
 
         def sweep(name, shape, depth, collisions_forwarded=False):
             return _Mem(m, name, shape, depth, clearing, clear_addr[:max(1, _log2(depth))], collisions_forwarded)
@@ -510,7 +516,8 @@ class MarketBook(wiring.Component):
         # the order table's and the level words' readers forward every write their read misses, the one made in
         # the read's own cycle included (stage A's hn[2] and the lw/lw2 selects)
         ways = [sweep(f"way{i}", entry_layout, self.buckets, True) for i in range(W)]
-        loctab = _FwdMemory(m, "loctab", loc_layout, NL, clearing, clear_addr[:max(1, lbits)], wdelay=1)
+        lt_clearing, lt_clear_addr = sweep_state("loctab_")
+        loctab = _FwdMemory(m, "loctab", loc_layout, NL, lt_clearing, lt_clear_addr[:max(1, lbits)], wdelay=1)
         sides = [sweep(f"side{b}", side_layout, max(2, S), True) for b in (0, 1)]      # [0] asks, [1] bids
         tops = [sweep(f"top{b}", top_layout, max(2, S)) for b in (0, 1)]
 
@@ -538,7 +545,8 @@ class MarketBook(wiring.Component):
         in_book = op.kind.as_value().matches(*(k.value for k in _BOOK_KINDS))
         book_prev = Signal()
         m.d.sync += book_prev.eq(accept & in_book)
-        m.d.comb += self.i_stream.ready.eq(~clearing & ~(book_prev & in_book) &
+        in_clearing, _ = sweep_state("input_")
+        m.d.comb += self.i_stream.ready.eq(~in_clearing & ~(book_prev & in_book) &
                                            (out_fifo.level + in_flight < self.fifo_depth))
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
 
