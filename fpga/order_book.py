@@ -99,7 +99,8 @@ table only, using the order-table read port the next message never needs):
   at 4, in 4 copies to split its fanout over the word's bits), registered for B; both prices against the
   K entries (equality, the add price's order, the sizes) and the bound, each compared on every source
   before the select (compare, then select; the last write's price compares are stage 4's registers); the
-  new sizes of the overflow precomputed; the other side's best and flags; all registered. Counts decided at order stage A are registered here too.
+  new sizes of the overflow precomputed; the other side's best and flags; all registered. Counts decided
+  at order stage A are registered here too.
 * 6: level stage B: the entries' new sizes; removal/insert positions (thermometer codes) and from them a
   2-bit select per entry (the entry, the one below, the one above or the new level) and for the overflow
   and bound; registered

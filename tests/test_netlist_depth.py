@@ -1,5 +1,7 @@
 """benchmarks/netlist_depth.py ranks register inputs by estimated arrival: a hand-made netlist."""
 
+import json
+
 from .benchmark_scripts import load
 
 netlist_depth = load("netlist_depth")
@@ -51,6 +53,6 @@ def test_count_over(tmp_path, capsys):
     assert netlist_depth.count_over(ends, c) == 1          # strictly later
     assert netlist_depth.count_over(ends, b) == 0
     f = tmp_path / "n.json"
-    f.write_text(__import__("json").dumps(netlist))
+    f.write_text(json.dumps(netlist))
     assert netlist_depth.main([str(f), "1", "--over", f"{c - 0.01},{b}"]) == 0
     assert f"2 over {c - 0.01:.2f} ns, 0 over {b:.2f} ns" in capsys.readouterr().out
