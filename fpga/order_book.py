@@ -610,8 +610,8 @@ class MarketBook(wiring.Component):
         # locate), at stages P, A, B
         kref = [Signal(64, name=f"kref_{s}") for s in "PAB"]
         kloc = [Signal(lwid, name=f"kloc_{s}") for s in "PAB"]
-        kref_n, kloc_n = Mux(ra_v[1], ra_ref[1], u1.ref), Mux(ra_v[1], u2.locate, u1.locate)[:lwid]
-        m.d.sync += [kref[0].eq(kref_n), kloc[0].eq(kloc_n),
+        m.d.sync += [kref[0].eq(Mux(ra_v[1], ra_ref[1], u1.ref)),
+                     kloc[0].eq(Mux(ra_v[1], u2.locate, u1.locate)[:lwid]),
                      kref[1].eq(kref[0]), kloc[1].eq(kloc[0]), kref[2].eq(kref[1]), kloc[2].eq(kloc[1])]
 
         # ---- order-table write stream (made at B) and its history: hn[k] is the write made k + 1 cycles ago
@@ -631,14 +631,6 @@ class MarketBook(wiring.Component):
         # made at c - 3, which misses the writes made at c - 3 (then hn[2]), c - 2 (hn[1]), c - 1 (hn[0]) and
         # the one made at c by the op then at B (the op at A now). For each, and for each way's RAM value:
         # does it hold the ref (valid), does it hold the locate, and which way it wrote.
-        # Every order-table write carries its op's key (kref[2], kloc[2]), so the P key against each write
-        # stage A can miss (the ones made at A's cycle, at P's, and one and two cycles before) is the P key
-        # against an older P key: compared a cycle early on the keys' next values and registered, so P's
-        # history compares are a register and a valid bit, not a 64-bit compare.
-        key_eq, loc_eq = Signal(4, name="key_eq"), Signal(4, name="loc_eq")
-        for d, (ref_d, loc_d) in enumerate([(kref[0], kloc[0]), (kref[1], kloc[1]), (kref[2], kloc[2]),
-                                            (hn[0][2].ref, hn[0][2].loc)]):
-            m.d.sync += [key_eq[d].eq(kref_n == ref_d), loc_eq[d].eq(kloc_n == loc_d)]
         ob_new = Signal()
         p_raw_hit, p_raw_loc, p_raw_valid = Signal(W), Signal(W), Signal(W)
         way_r = [Signal(body_layout, name=f"way{i}_r") for i in range(W)]
@@ -648,12 +640,14 @@ class MarketBook(wiring.Component):
                          p_raw_valid[i].eq(r.valid), way_r[i].eq(_body(r))]
         p_sel = [Signal(W, name=f"p_sel_h{k}") for k in range(3)]
         # hn[0] at A was made at B during P: ow_*, whose ref/locate are B's key
-        cands = [(ow_en, ow_data.valid), (hn[0][0], hn[0][2].valid), (hn[1][0], hn[1][2].valid)]
+        cands = [(ow_en, ow_addr, ow_data.valid, kref[2], kloc[2]),
+                 (hn[0][0], hn[0][1], hn[0][2].valid, hn[0][2].ref, hn[0][2].loc),
+                 (hn[1][0], hn[1][1], hn[1][2].valid, hn[1][2].ref, hn[1][2].loc)]
         c_sel, c_hit, c_loc = [], [], []
-        for k, (en, valid) in enumerate(cands):          # en: a write to the bucket of same_s[k + 1]
+        for k, (en, addr, valid, ref, loc) in enumerate(cands):          # addr: the bucket of same_s[k + 1]
             sel, hit_k, loc_k = Signal(W, name=f"c_sel_h{k}"), Signal(name=f"c_hit_h{k}"), Signal(name=f"c_loc_h{k}")
-            m.d.comb += [sel.eq(Mux(same_s[k + 1], en, 0)), hit_k.eq(valid & key_eq[k + 1]),
-                         loc_k.eq(loc_eq[k + 1])]
+            m.d.comb += [sel.eq(Mux(same_s[k + 1], en, 0)), hit_k.eq(valid & (ref == kref[0])),
+                         loc_k.eq(loc == kloc[0])]
             c_sel.append(sel), c_hit.append(hit_k), c_loc.append(loc_k)
         # for stage A's data mux: per way, one-hot over {the history writes (the newest that hit it), the RAM}
         p_ram = Signal(W)
@@ -670,13 +664,14 @@ class MarketBook(wiring.Component):
             hit_i, valid_i, loc_i = Const(0), Const(0), Const(0)
             for k in reversed(range(3)):             # oldest first, so the newest wins
                 hit_i = Mux(c_sel[k][i], c_hit[k], hit_i)
-                valid_i = Mux(c_sel[k][i], cands[k][1], valid_i)
+                valid_i = Mux(c_sel[k][i], cands[k][2], valid_i)
                 loc_i = Mux(c_sel[k][i], c_loc[k], loc_i)
             m.d.sync += [h_sel[i].eq(Cat(*(c[i] for c in c_sel)).any()), h_hit[i].eq(hit_i),
                          h_valid[i].eq(valid_i), h_loc[i].eq(loc_i)]
         # the write made at A's own cycle (by the op now at A): same bucket, and its key
         p_cur_same, p_cur_hit, p_cur_loc = Signal(), Signal(), Signal()
-        m.d.sync += [p_cur_same.eq(same_s[0]), p_cur_hit.eq(key_eq[0]), p_cur_loc.eq(loc_eq[0])]
+        m.d.sync += [p_cur_same.eq(same_s[0]), p_cur_hit.eq(kref[1] == kref[0]),
+                     p_cur_loc.eq(kloc[1] == kloc[0])]
 
         # P: locate-table read-modify-write (slot allocation for a valid add, H and Y codes). The add's slot
         # is allocated before the order table says whether its ref is a duplicate (a duplicate add of a
