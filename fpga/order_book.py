@@ -575,21 +575,25 @@ class MarketBook(wiring.Component):
         m.d.comb += [
             u0.valid.eq(accept), u0.op.eq(Mux(accept, op.kind, 0)), u0.kind.eq(Mux(accept, ukind, _UKind.NOP)),
             u0.seq.eq(op.seq), u0.locate.eq(op.locate), u0.ref.eq(op.ref), u0.buy.eq(op.buy),
-            u0.shares.eq(op.shares), u0.price.eq(op.price), u0.code.eq(op.code), u0.oor.eq(op.locate >= NL),
-            u0.sized.eq((op.shares != 0) & (op.price != 0)),
+            u0.shares.eq(op.shares), u0.price.eq(op.price), u0.code.eq(op.code),
         ]
         us = [u0] + [Signal(_UOp, name=f"u{i}") for i in range(1, 7)]
         m.d.sync += [us[i].eq(us[i - 1]) for i in range(1, 7)]
         u1, u2, u3, u4, u5, u6 = us[1:]
+        # oor and sized are first read at stage 2: made from u1's fields at stage 1, not behind the input's
+        # handshake (in the pipeline that is the decoder's field muxes and a skid's; u0's and u1's are 0)
+        m.d.sync += [u2.oor.eq(u1.locate >= NL), u2.sized.eq((u1.shares != 0) & (u1.price != 0))]
 
         # A REPLACE's add half (the "radd") looks its new reference up one cycle after the message, through
         # the order table only (a non-book message may be taken in that cycle: it reads the locate table).
         # Order-table stages: 0 read, 1 (RAM), 2 P (compares), 3 A (decisions), 4 B (write).
         ra_v = [Signal(name=f"ra_v{i}") for i in range(5)]          # ra_v[i]: radd at order stage i
         ra_ref = [Signal(64, name=f"ra_ref{i}") for i in range(5)]
-        m.d.sync += [ra_v[0].eq(accept & (op.kind == BookOpKind.REPLACE) & (op.locate < NL)),
-                     ra_ref[0].eq(op.new_ref)]
-        for i in range(1, 5):
+        # ra_v[0] is set for an out-of-range locate too (its read is a don't-care: no book op is taken in that
+        # cycle) and cleared at stage 1, where the REPLACE is u1
+        m.d.sync += [ra_v[0].eq(accept & (op.kind == BookOpKind.REPLACE)), ra_ref[0].eq(op.new_ref),
+                     ra_v[1].eq(ra_v[0] & (u1.locate < NL)), ra_ref[1].eq(ra_ref[0])]
+        for i in range(2, 5):
             m.d.sync += [ra_v[i].eq(ra_v[i - 1]), ra_ref[i].eq(ra_ref[i - 1])]
 
         ra_bkt = Signal(bbits)                  # the radd's bucket, hashed when its REPLACE is taken

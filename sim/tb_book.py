@@ -319,23 +319,26 @@ async def test_each_op(dut, idle, backpressure):
         A(1, 106, "B", 7, 0),              # 21: invalid (price 0)
         U(1, 104, 104, 9, P + 4),          # 22: replace onto its own reference: allowed
         U(2, 200, 104, 1, 19_000),         # 23: new ref live: original still removed, nothing added
+        U(20_000, 104, 107, 3, P),         # 24: replace at a locate out of range: ignored, 107 not added
+        D(1, 107),                         # 25: so 107 is unknown
+        E(1, 104, 1),                      # 26: and 104 still live: ask 8
     ]
-    got = await tb.run(msgs, skip_model={18})
+    got = await tb.run(msgs, skip_model={18, 23})       # the model has no locate range
     want = [
         (1, 1, P, 300, 0, 0), (2, 1, P, 300, P + 500, 200), (4, 1, P, 350, P + 500, 200),
         (5, 1, P, 250, P + 500, 200), (6, 1, P, 200, P + 500, 200), (7, 1, P - 100, 100, P + 500, 200),
         (8, 1, 0, 0, P + 500, 200), (9, 1, 0, 0, P + 3, 70), (10, 2, 0, 0, 20_000, 10),
-        (22, 1, 0, 0, P + 4, 9), (23, 2, 0, 0, 0, 0),
+        (22, 1, 0, 0, P + 4, 9), (23, 2, 0, 0, 0, 0), (26, 1, 0, 0, P + 4, 8),
     ]
     assert [r for r, _ in got] == want, [r for r, _ in got]
     c = tb.counters()
-    assert c == dict(unknown_execute=1, unknown_cancel=1, unknown_delete=1, unknown_replace=1,
+    assert c == dict(unknown_execute=1, unknown_cancel=1, unknown_delete=2, unknown_replace=1,
                      duplicate_adds=2, invalid_adds=2, overfills=1, table_full=0, out_of_window=0,
-                     out_of_range=1, no_slot=0, locate_mismatch=0), c
+                     out_of_range=2, no_slot=0, locate_mismatch=0), c
     r = await tb.lookup(1)
-    assert (r["bid_px"], r["bid_sz"], r["ask_px"], r["ask_sz"]) == (0, 0, P + 4, 9)
+    assert (r["bid_px"], r["bid_sz"], r["ask_px"], r["ask_sz"]) == (0, 0, P + 4, 8)
     assert (chr(r["trading_state"]), chr(r["reg_sho"]), r["out_of_range"]) == ("H", "1", 0)
-    assert r["asks"][:2] == [(P + 4, 9), (0, 0)], r["asks"]
+    assert r["asks"][:2] == [(P + 4, 8), (0, 0)], r["asks"]
     assert (await tb.lookup(20_000))["out_of_range"] == 1
     assert (await tb.lookup(3))["out_of_range"] == 1          # no slot: nothing known
 
