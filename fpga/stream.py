@@ -20,7 +20,7 @@ component whose stream ports use it, exposing ``s_axis_t*`` / ``m_axis_t*`` port
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Shape, ShapeCastable, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, ShapeCastable, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -181,30 +181,49 @@ class SkidBuffer(wiring.Component):
     consumer is not ready is held in one register and offered first; ``i_stream.ready`` is low while it is
     held. Rate: one beat per cycle while the consumer takes every beat; each beat the consumer refuses
     costs the producer one cycle. Nothing is lost or reordered.
+
+    Structure (for Fmax): the "held" state is kept in several flip-flops that follow the same rule, each
+    from its own output (so synthesis keeps them apart): one drives ``i_stream.ready`` (the producer's
+    logic), one ``o_stream.valid``, and one each ``chunk`` bits of the payload's bypass mux, so no single
+    register fans out across both blocks and the whole payload.
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, chunk: int = 64):
         try:
             Shape.cast(shape)
         except TypeError:
             self._MustUse__silence = True       # not elaborated: no UnusedElaboratable warning
             raise TypeError(f"shape must be a shape-castable object, not {shape!r}") from None
+        if not isinstance(chunk, int) or chunk <= 0:
+            self._MustUse__silence = True
+            raise TypeError(f"chunk must be a positive integer, not {chunk!r}")
         self._shape = shape
+        self._chunk = chunk
         super().__init__({"i_stream": In(stream.Signature(shape)), "o_stream": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
         m = Module()
         i, o = self.i_stream, self.o_stream
-        full = Signal()
+        width = Shape.cast(self._shape).width
         held = Signal(self._shape)
+        chunks = [(lo, min(lo + self._chunk, width)) for lo in range(0, width, self._chunk)]
+
+        def full_copy(name):
+            f = Signal(name=name)
+            with m.If(f):
+                with m.If(o.ready):
+                    m.d.sync += f.eq(0)
+            with m.Elif(i.valid & ~o.ready):
+                m.d.sync += f.eq(1)
+            return f
+        full_rdy, full_v = full_copy("full_rdy"), full_copy("full")
+        full_d = [full_copy(f"full_d{k}") for k in range(len(chunks))]
+        with m.If(~full_v & i.valid & ~o.ready):
+            m.d.sync += held.eq(i.payload)
+        pin, phold = Value.cast(i.payload), Value.cast(held)
         m.d.comb += [
-            i.ready.eq(~full),
-            o.valid.eq(full | i.valid),
-            o.payload.eq(Mux(full, Value.cast(held), Value.cast(i.payload))),
+            i.ready.eq(~full_rdy),
+            o.valid.eq(full_v | i.valid),
+            o.payload.eq(Cat(*(Mux(f, phold[lo:hi], pin[lo:hi]) for f, (lo, hi) in zip(full_d, chunks)))),
         ]
-        with m.If(full):
-            with m.If(o.ready):
-                m.d.sync += full.eq(0)
-        with m.Elif(i.valid & ~o.ready):
-            m.d.sync += [full.eq(1), held.eq(i.payload)]
         return m

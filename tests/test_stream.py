@@ -9,11 +9,12 @@ from amaranth.sim import Simulator
 from tickgate.fpga.stream import SkidBuffer
 
 
+@pytest.mark.parametrize("chunk", [64, 5])       # 5: the payload's bypass mux in four parts, four copies
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("p_valid,p_ready", [(1.0, 1.0), (0.7, 0.6), (1.0, 0.3), (0.3, 1.0)])
-def test_skid_random(seed, p_valid, p_ready):
+def test_skid_random(seed, p_valid, p_ready, chunk):
     rng = random.Random(seed)
-    dut = SkidBuffer(16)
+    dut = SkidBuffer(16, chunk=chunk)
     items = [rng.randrange(1 << 16) for _ in range(300)]
     got, log = [], []
 
@@ -68,3 +69,9 @@ def test_skid_latency_zero_when_empty():
 def test_skid_bad_shape():
     with pytest.raises(TypeError):
         SkidBuffer("wide")
+
+
+@pytest.mark.parametrize("chunk", [0, -1, 2.5, "8"])
+def test_skid_bad_chunk(chunk):
+    with pytest.raises(TypeError, match="chunk"):
+        SkidBuffer(8, chunk=chunk)
