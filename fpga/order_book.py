@@ -539,7 +539,8 @@ class MarketBook(wiring.Component):
         in_flight = Signal(range(self.fifo_depth + 1))
         retire = Signal()
         accept = Signal()
-        m.d.sync += in_flight.eq(in_flight + accept - retire)
+        # both sums made on registers, accept (the input's handshake) only picks one
+        m.d.sync += in_flight.eq(Mux(accept, in_flight + 1 - retire, in_flight - retire))
 
         # ---- rate: a book op (ADD/EXECUTE/CANCEL/DELETE/REPLACE) is not taken in the cycle after another
         op = self.i_stream.payload
