@@ -219,7 +219,7 @@ class _UOp(data.Struct):
     valid: unsigned(1)
     kind: _UKind
     op: BookOpKind
-    oor: unsigned(1)      # locate >= locates
+    oor: unsigned(1)      # locate >= locates (set from stage 2 on: 0 in u0 and u1)
     seq: unsigned(32)
     locate: unsigned(16)
     ref: unsigned(64)
@@ -227,7 +227,7 @@ class _UOp(data.Struct):
     shares: unsigned(32)
     price: unsigned(32)
     code: unsigned(8)
-    sized: unsigned(1)    # shares != 0 and price != 0 (what an ADD needs), so later stages test one bit
+    sized: unsigned(1)    # shares != 0 and price != 0 (what an ADD needs; from stage 2 on, as oor)
 
 
 class _Mem:
