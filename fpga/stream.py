@@ -194,7 +194,7 @@ class SkidBuffer(wiring.Component):
         except TypeError:
             self._MustUse__silence = True       # not elaborated: no UnusedElaboratable warning
             raise TypeError(f"shape must be a shape-castable object, not {shape!r}") from None
-        if not isinstance(chunk, int) or chunk <= 0:
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
             self._MustUse__silence = True
             raise TypeError(f"chunk must be a positive integer, not {chunk!r}")
         self._shape = shape

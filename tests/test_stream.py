@@ -71,7 +71,7 @@ def test_skid_bad_shape():
         SkidBuffer("wide")
 
 
-@pytest.mark.parametrize("chunk", [0, -1, 2.5, "8"])
+@pytest.mark.parametrize("chunk", [0, -1, 2.5, "8", True])
 def test_skid_bad_chunk(chunk):
     with pytest.raises(TypeError, match="chunk"):
         SkidBuffer(8, chunk=chunk)
