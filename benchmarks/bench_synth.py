@@ -19,7 +19,8 @@ nextpnr's for the whole harnessed design, i.e. the block's register-to-register 
 from its inputs and to its outputs. The clock is constrained to :data:`TARGET_MHZ`.
 
 Reproducible: a fixed seed, one thread, the default placer and router (heap, router1): see
-:class:`PnrOptions`; ``--seed`` and ``--router`` change them (single-seed Fmax varies by about 10%), and
+:class:`PnrOptions`; ``--seed``, ``--placer`` and ``--router`` change them (single-seed Fmax varies by about
+10%; nextpnr-ecp5 sets the heap placer's density target itself, so ``--placer-heap-beta`` does nothing), and
 ``--nextpnr-arg`` (repeatable) appends placer or router tuning, e.g. ``--nextpnr-arg=--tmg-ripup``. The
 commands run are written to ``<workdir>/<block>/commands.sh``, and each result records its nextpnr options
 (``nextpnr_args`` in the JSON).
@@ -52,27 +53,34 @@ DEVICE = ("--um5g-85k", "--package", "CABGA381", "--speed", "8")
 SEED = 1
 ROUTER = "router1"
 ROUTERS = ("router1", "router2")
+PLACER = "heap"
+#: nextpnr-ecp5's placers: heap (analytic, spreads each region to 75% of its cells' sites), static
+#: (electrostatic, spreads over the whole die), sa (simulated annealing).
+PLACERS = ("heap", "static", "sa")
 
 
 @dataclass(frozen=True)
 class PnrOptions:
-    """How nextpnr places and routes: the seed, one thread, the heap placer, the router, then ``extra``
+    """How nextpnr places and routes: the seed, one thread, the placer, the router, then ``extra``
     (placer or router tuning, appended as given)."""
     seed: int = SEED
     router: str = ROUTER
     extra: tuple[str, ...] = ()
+    placer: str = PLACER
 
     def __post_init__(self):
         if not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, not {self.seed!r}")
         if self.router not in ROUTERS:
             raise ValueError(f"router must be one of {ROUTERS}, not {self.router!r}")
+        if self.placer not in PLACERS:
+            raise ValueError(f"placer must be one of {PLACERS}, not {self.placer!r}")
         if isinstance(self.extra, str) or not all(isinstance(a, str) for a in self.extra):
             raise TypeError(f"extra must be a sequence of argument strings, not {self.extra!r}")
         object.__setattr__(self, "extra", tuple(self.extra))
 
     def args(self) -> tuple[str, ...]:
-        return ("--seed", str(self.seed), "--threads", "1", "--placer", "heap", "--router", self.router,
+        return ("--seed", str(self.seed), "--threads", "1", "--placer", self.placer, "--router", self.router,
                 *self.extra)
 
 
@@ -390,6 +398,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only: resources, no Fmax")
     ap.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
     ap.add_argument("--router", default=ROUTER, choices=ROUTERS, help="nextpnr router")
+    ap.add_argument("--placer", default=PLACER, choices=PLACERS, help="nextpnr placer")
     ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds allowed per tool run")
     ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
                     help="one more nextpnr argument, repeatable, e.g. --nextpnr-arg=--tmg-ripup")
@@ -399,7 +408,7 @@ def main(argv=None) -> int:
         book = parse_book(args.book)
     except ValueError as e:
         ap.error(str(e))
-    pnr_options = PnrOptions(args.seed, args.router, tuple(args.nextpnr_arg))
+    pnr_options = PnrOptions(args.seed, args.router, tuple(args.nextpnr_arg), args.placer)
     names = args.blocks or list(BLOCKS)
     unknown = [n for n in names if n not in BLOCKS]
     if unknown:

@@ -84,12 +84,18 @@ def test_extra_nextpnr_arguments_follow_the_fixed_ones():
     assert args[:2] == ("--seed", "2") and "router2" in args
     assert args[-3:] == ("--placer-heap-timingweight", "40", "--tmg-ripup")
     assert bench.PnrOptions().args() == bench.NEXTPNR_ARGS
+    # the placer is a choice of its own (one --placer in the command), heap by default
+    static = bench.PnrOptions(placer="static").args()
+    assert static.count("--placer") == 1 and static[static.index("--placer") + 1] == "static"
+    assert "heap" in bench.NEXTPNR_ARGS
 
 
 def test_pnr_options_are_checked():
     bench = load("bench_synth")
     with pytest.raises(ValueError, match="router"):
         bench.PnrOptions(router="router3")
+    with pytest.raises(ValueError, match="placer"):
+        bench.PnrOptions(placer="quadratic")
     with pytest.raises(TypeError, match="extra"):
         bench.PnrOptions(extra="--tmg-ripup")      # a string, not a sequence of arguments
     with pytest.raises(TypeError, match="seed"):
