@@ -496,9 +496,11 @@ class MarketBook(wiring.Component):
         })
         body_layout = data.StructLayout({"buy": 1, "shares": 32, "price": 32})   # what a hit reads
         # what stage A selects for the hit: the body, and against the op at A (u3) its remaining shares and
-        # the compares order stage B needs (under: shares < u3.shares, same: shares == u3.shares), computed
-        # on each source before the select so that B's order-table write data is a register and a mux
-        hit_layout = data.StructLayout({"buy": 1, "shares": 32, "price": 32, "rem": 32, "under": 1, "same": 1})
+        # the compares order stage B needs (under: shares < u3.shares, same: shares == u3.shares, same_px:
+        # price == u3.price), computed on each source before the select so that B's order-table write data
+        # and the level op's REPLACE test start from registers
+        hit_layout = data.StructLayout({"buy": 1, "shares": 32, "price": 32, "rem": 32, "under": 1, "same": 1,
+                                        "same_px": 1})
 
         def _body(e):
             v = Signal(body_layout)
@@ -730,7 +732,7 @@ class MarketBook(wiring.Component):
             d = Signal(33, name=f"{name}_d")
             m.d.comb += [v.buy.eq(e.buy), v.shares.eq(e.shares), v.price.eq(e.price),
                          d.eq(e.shares - u3.shares), v.rem.eq(d[:32]), v.under.eq(d[32]),
-                         v.same.eq(_eq(e.shares, u3.shares))]
+                         v.same.eq(_eq(e.shares, u3.shares)), v.same_px.eq(_eq(e.price, u3.price))]
             return v
         hn_body = [_hit_src(h[2], f"oh{k}_src") for k, h in enumerate(hn)]
         radd_body = _hit_src(radd_entry, "radd_src")
@@ -886,7 +888,7 @@ class MarketBook(wiring.Component):
         my_buy4 = Mux(u4.kind == _UKind.ADD, u4.buy, ob_hit_lv.buy)       # the main op's side
         s_d4 = Mux(full_lv, ob_hit_lv.shares, u4.shares)
         sda4 = u4.shares - ob_hit_lv.shares
-        same_px4 = ob_hit_lv.price == u4.price
+        same_px4 = ob_hit_lv.same_px        # ob_hit_lv.price == u4.price, compared at stage 3 on each source
         # the radd at order A this cycle decides the REPLACE's add half; its outcome is read from the B
         # registers when the REPLACE is at level A (op5 below), so no level-op register waits for it
         ob_rfull = Signal()
