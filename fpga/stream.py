@@ -185,7 +185,8 @@ class SkidBuffer(wiring.Component):
     Structure (for Fmax): the "held" state is kept in several flip-flops that follow the same rule, each
     from its own output (so synthesis keeps them apart): one drives ``i_stream.ready`` (the producer's
     logic), one ``o_stream.valid``, and one each ``chunk`` bits of the payload's bypass mux, so no single
-    register fans out across both blocks and the whole payload.
+    register fans out across both blocks and the whole payload. While empty, the held register loads every
+    beat, taken or not, so the consumer's ready reaches only the state flip-flops, not the payload's enables.
     """
 
     def __init__(self, shape, *, chunk: int = 64):
@@ -218,9 +219,12 @@ class SkidBuffer(wiring.Component):
             return f
         full_rdy, full_v = full_copy("full_rdy"), full_copy("full")
         full_d = [full_copy(f"full_d{k}") for k in range(len(chunks))]
-        with m.If(~full_v & i.valid & ~o.ready):
-            m.d.sync += held.eq(i.payload)
+        # While empty, every chunk of `held` loads the input, taken or not (it is only read while full), so its
+        # enable is that chunk's own copy of the state, not the consumer's ready.
         pin, phold = Value.cast(i.payload), Value.cast(held)
+        for f, (lo, hi) in zip(full_d, chunks):
+            with m.If(~f):
+                m.d.sync += phold[lo:hi].eq(pin[lo:hi])
         m.d.comb += [
             i.ready.eq(~full_rdy),
             o.valid.eq(full_v | i.valid),
