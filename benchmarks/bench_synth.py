@@ -18,8 +18,9 @@ keeps its hierarchy (``keep_hierarchy``), so LUT4/FF/EBR/DSP are Yosys's counts 
 nextpnr's for the whole harnessed design, i.e. the block's register-to-register paths including those
 from its inputs and to its outputs. The clock is constrained to :data:`TARGET_MHZ`.
 
-Reproducible: a fixed seed, one thread, the default placer and router (heap, router1): see
-:class:`PnrOptions`; ``--seed``, ``--placer`` and ``--router`` change them (single-seed Fmax varies by about
+Reproducible: a fixed seed, one thread, the default placer and router (heap, router1; the static placer for
+the whole pipeline, :data:`BLOCK_PLACERS`): see :class:`PnrOptions`; ``--seed``, ``--placer`` and ``--router``
+change them (single-seed Fmax varies by about
 10%; nextpnr-ecp5 sets the heap placer's density target itself, so ``--placer-heap-beta`` does nothing), and
 ``--nextpnr-arg`` (repeatable) appends placer or router tuning, e.g. ``--nextpnr-arg=--tmg-ripup``. The
 commands run are written to ``<workdir>/<block>/commands.sh``, and each result records its nextpnr options
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import importlib
 import json
 import os
@@ -57,6 +59,10 @@ PLACER = "heap"
 #: nextpnr-ecp5's placers: heap (analytic, spreads each region to 75% of its cells' sites), static
 #: (electrostatic, spreads over the whole die), sa (simulated annealing).
 PLACERS = ("heap", "static", "sa")
+#: Blocks placed with another placer unless ``--placer`` says: the heap placer packs the whole pipeline so
+#: densely that router1 has not finished it since 0a3c37d (over an hour, hundreds of arcs left), while the
+#: static placer's spread placement routes in minutes (docs/gateware.md, 07 Dec 2026).
+BLOCK_PLACERS = {"market_data": "static"}
 
 
 @dataclass(frozen=True)
@@ -382,6 +388,14 @@ def table(results: list[Result], markdown: bool = False) -> str:
     return "\n".join([fmt.format(*head)] + [fmt.format(*row) for row in rows])
 
 
+def block_pnr_options(block: str, options: PnrOptions, placer: str | None = None) -> PnrOptions:
+    """``options`` for ``block``: with no ``placer`` given, the block's own (:data:`BLOCK_PLACERS`) if it
+    has one."""
+    if placer is None and block in BLOCK_PLACERS:
+        return dataclasses.replace(options, placer=BLOCK_PLACERS[block])
+    return options
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("blocks", nargs="*", help=f"blocks to build (default: all of {', '.join(BLOCKS)})")
@@ -398,7 +412,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only: resources, no Fmax")
     ap.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
     ap.add_argument("--router", default=ROUTER, choices=ROUTERS, help="nextpnr router")
-    ap.add_argument("--placer", default=PLACER, choices=PLACERS, help="nextpnr placer")
+    ap.add_argument("--placer", choices=PLACERS,
+                    help=f"nextpnr placer (default: {PLACER}; {', '.join(f'{b}: {p}' for b, p in BLOCK_PLACERS.items())})")
     ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds allowed per tool run")
     ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
                     help="one more nextpnr argument, repeatable, e.g. --nextpnr-arg=--tmg-ripup")
@@ -408,7 +423,7 @@ def main(argv=None) -> int:
         book = parse_book(args.book)
     except ValueError as e:
         ap.error(str(e))
-    pnr_options = PnrOptions(args.seed, args.router, tuple(args.nextpnr_arg), args.placer)
+    pnr_options = PnrOptions(args.seed, args.router, tuple(args.nextpnr_arg), args.placer or PLACER)
     names = args.blocks or list(BLOCKS)
     unknown = [n for n in names if n not in BLOCKS]
     if unknown:
@@ -417,7 +432,8 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
-                               pnr=not args.no_pnr, pnr_options=pnr_options, timeout=args.timeout)
+                               pnr=not args.no_pnr, pnr_options=block_pnr_options(n, pnr_options, args.placer),
+                               timeout=args.timeout)
                    for n in names]
         results = [f.result() for f in futures]
     print(table(results, markdown=args.markdown))
@@ -430,7 +446,9 @@ def main(argv=None) -> int:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)
     print(f"\n{len(results)} blocks in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
-          f"target {args.mhz} MHz; nextpnr {' '.join(pnr_options.args())}", file=sys.stderr)
+          f"target {args.mhz} MHz; nextpnr "
+          f"{'; '.join(sorted({' '.join(block_pnr_options(n, pnr_options, args.placer).args()) for n in names}))}",
+          file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([dict(asdict(r), latency_ns=r.latency_ns, latency_max_ns=r.latency_max_ns)

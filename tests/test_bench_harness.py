@@ -96,6 +96,15 @@ def test_pnr_options_are_checked():
         bench.PnrOptions(router="router3")
     with pytest.raises(ValueError, match="placer"):
         bench.PnrOptions(placer="quadratic")
+
+
+def test_the_pipeline_gets_its_own_placer_unless_one_is_given():
+    bench = load("bench_synth")
+    opts = bench.PnrOptions(seed=2)
+    assert bench.block_pnr_options("market_data", opts).placer == "static"
+    assert bench.block_pnr_options("market_data", opts).seed == 2
+    assert bench.block_pnr_options("market_book", opts) == opts
+    assert bench.block_pnr_options("market_data", opts, "heap").placer == "heap"
     with pytest.raises(TypeError, match="extra"):
         bench.PnrOptions(extra="--tmg-ripup")      # a string, not a sequence of arguments
     with pytest.raises(TypeError, match="seed"):
