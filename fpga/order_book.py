@@ -1100,14 +1100,13 @@ class MarketBook(wiring.Component):
             lw_f = Mux(os_[1], fn(lw_p.ovf[2]), Mux(os_[0], fn(lw_p.ovf[1]), fn(lw_p.ovf[0])))
             return Mux(dsel1[parts.index("ovf") % NDUP], lw_f, fn(side_own.ovf))
         B_layout = data.StructLayout({
-            "op": lv_layout, "e": side_layout, "live": K, "md": K, "rm": K, "ma": K, "mar": K, "ba": K,
+            "op": lv_layout, "e": side_layout, "live": K, "md": K, "rm": K, "ma": K, "ba": K,
             "ovf_any": 1, "ovf_eq_d": 1, "beats": 1, "beats_d": 1, "o_d": 48, "o_a": 48, "o_da": 48, "o_k": 48,
             "new_eq0": 1, "o_px": 32, "o_sz": 32, "o_unk": 1, "o_deg": 1,
         })
         bq = Signal(B_layout)
         m.d.sync += [
             bq.op.eq(op5), bq.e.eq(e), bq.live.eq(e.live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
-            bq.mar.eq(ma & ~(md & zd)),         # the add's level, not removed by the delete half: one LUT, as rm
             bq.ba.eq(ba),
             bq.ovf_any.eq(e.ovf_nz), bq.ovf_eq_d.eq(ovf_pick(lambda v: v == cl.s_d)),
             bq.beats.eq(bound_pick("a")), bq.beats_d.eq(bound_pick("d")),
@@ -1132,7 +1131,7 @@ class MarketBook(wiring.Component):
         del_untracked = q.op.del_en & q.ovf_any & ~q.beats_d
         ovf1_any = Mux(del_untracked, ~q.ovf_eq_d, q.ovf_any)
         bound1 = Mux(del_untracked & q.ovf_eq_d, 0, eB.bound)
-        hit_a = q.mar.any()
+        hit_a = (q.ma & ~q.rm).any()
         bap = Signal(K)              # p_a strictly better than entry i after the delete half (or it is empty)
         for i in range(K):
             nxt = q.ba[i + 1] if i + 1 < K else 1
@@ -1157,15 +1156,13 @@ class MarketBook(wiring.Component):
         # that have no time-0 trigger, and on Icarus a slice whose source never changes stays X for ever.
         # Entry j: after an insert above it, the entry above (or j itself if the removal closed the gap);
         # the insert's position, the new level; otherwise j, or j + 1 after a removal at or above j.
-        # Each code is made for an insert and for none, then picked by `ins` (the deepest of its inputs).
         codes = []
         for j in range(K):
             c = Signal(2, name=f"code{j}")
             if j:
-                c_ins = Mux(bap[j - 1], Mux(Rt[j - 1], 0, 2), Mux(bap[j], 3, Rt[j]))
+                m.d.comb += c.eq(Mux(ins & bap[j - 1], Mux(Rt[j - 1], 0, 2), Mux(ins & bap[j], 3, Rt[j])))
             else:
-                c_ins = Mux(bap[j], 3, Rt[j])
-            m.d.comb += c.eq(Mux(ins, c_ins, Rt[j]))
+                m.d.comb += c.eq(Mux(ins & bap[j], 3, Rt[j]))
             codes.append(c)
         o_dk = Signal(48)
         m.d.comb += o_dk.eq(q.o_k - q.op.s_d)
