@@ -100,9 +100,8 @@ class ItchDecoder(wiring.Component):
     anyway: in :class:`~tickgate.fpga.market_data.MarketDataPipeline` the book's first stage is that
     register (every book-message field but the kind sits at the same offset in every type, so the decode
     in front of the book's table reads is a gate, not a mux). Rate: one message per cycle either way. The
-    counters classify a registered copy of the handshake, type byte and length, and their increments are
-    registered too (a counter lags its message's handshake by three cycles), so the type decode drives only
-    the BookOp.
+    counter increments are registered (a counter lags its message's handshake by two cycles), so the type
+    decode drives only the BookOp and one flip-flop per counter.
     """
 
     def __init__(self, *, counter_width: int = 32, registered: bool = True):
@@ -134,12 +133,15 @@ class ItchDecoder(wiring.Component):
         # of Yosys' write_verilog as per-slice `always @*` blocks without a time-0 trigger (X on Icarus).
         op = Signal(data.StructLayout({name: f.shape for name, f in data.Layout.cast(BookOp)
                                        if name not in ("seq", "locate", "ref", "new_ref")}))
+        known = Signal()
         well_formed = Signal()
+        hit = Signal(len(TYPE_CODES))                     # one-hot: the message's type
         with m.Switch(big_endian(msg, itch.HEADER, "message_type")):
             for n, code in enumerate(TYPE_CODES):
                 layout = itch.LAYOUTS[code]
                 with m.Case(ord(code)):
-                    m.d.comb += well_formed.eq(i.payload.length == layout.size)
+                    m.d.comb += [known.eq(1), hit[n].eq(1),
+                                 well_formed.eq(i.payload.length == layout.size)]
                     kind, fields = OPS.get(code, (BookOpKind.OTHER, {}))
                     with m.If(well_formed):
                         m.d.comb += op.kind.eq(kind)
@@ -166,21 +168,9 @@ class ItchDecoder(wiring.Component):
         else:
             m.d.comb += [o.valid.eq(i.valid), i.ready.eq(o.ready), *fields]
 
-        # Counters: the handshake, the type byte and the length are registered and classified again a cycle
-        # later, so the live type decode drives only the BookOp (not the counters' increment registers too).
-        c_take = Signal(name="c_take")
-        c_type = Signal(8, name="c_type")
-        c_length = Signal.like(i.payload.length, name="c_length")
-        m.d.sync += [c_take.eq(take), c_type.eq(big_endian(msg, itch.HEADER, "message_type")),
-                     c_length.eq(i.payload.length)]
-        c_hit = Signal(len(TYPE_CODES))
-        c_sized = Signal(len(TYPE_CODES))                 # per type: the length is its specification's
-        m.d.comb += [c_hit[n].eq(c_type == ord(code)) for n, code in enumerate(TYPE_CODES)]
-        m.d.comb += [c_sized[n].eq(c_length == itch.LAYOUTS[code].size) for n, code in enumerate(TYPE_CODES)]
-        c_known = c_hit.any()
-        c_well_formed = (c_hit & c_sized).any()
-        count(m, self.unknown, c_take & ~c_known, name="inc_unknown")
-        count(m, self.malformed, c_take & c_known & ~c_well_formed, name="inc_malformed")
+        # Counters: increments registered (only the BookOp register sits behind the type decode).
+        count(m, self.unknown, take & ~known, name="inc_unknown")
+        count(m, self.malformed, take & known & ~well_formed, name="inc_malformed")
         for n, code in enumerate(TYPE_CODES):
-            count(m, self.counts[n], c_take & c_hit[n] & c_sized[n], name=f"inc_{code}")
+            count(m, self.counts[n], take & well_formed & hit[n], name=f"inc_{code}")
         return m
