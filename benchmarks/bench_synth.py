@@ -19,9 +19,9 @@ nextpnr's for the whole harnessed design, i.e. the block's register-to-register 
 from its inputs and to its outputs. The clock is constrained to :data:`TARGET_MHZ`.
 
 Reproducible: a fixed seed, one thread, the default placer and router (heap, router1; the static placer for
-the whole pipeline, :data:`BLOCK_PLACERS`): see :class:`PnrOptions`; ``--seed``, ``--placer`` and ``--router``
-change them (single-seed Fmax varies by about
-10%; nextpnr-ecp5 sets the heap placer's density target itself, so ``--placer-heap-beta`` does nothing), and
+the whole pipeline, :data:`BLOCK_PLACERS`): see :class:`PnrOptions`; ``--seed``, ``--placer`` and
+``--router`` change them (single-seed Fmax varies by 10% or more: judge a change over several seeds;
+nextpnr-ecp5 sets the heap placer's density target itself, so ``--placer-heap-beta`` does nothing), and
 ``--nextpnr-arg`` (repeatable) appends placer or router tuning, e.g. ``--nextpnr-arg=--tmg-ripup``. The
 commands run are written to ``<workdir>/<block>/commands.sh``, and each result records its nextpnr options
 (``nextpnr_args`` in the JSON).
@@ -56,7 +56,7 @@ SEED = 1
 ROUTER = "router1"
 ROUTERS = ("router1", "router2")
 PLACER = "heap"
-#: nextpnr-ecp5's placers: heap (analytic, spreads each region to 75% of its cells' sites), static
+#: nextpnr-ecp5's placers: heap (analytic; spreads a region once its cells fill 75% of its sites), static
 #: (electrostatic, spreads over the whole die), sa (simulated annealing).
 PLACERS = ("heap", "static", "sa")
 #: Blocks placed with another placer unless ``--placer`` says: the heap placer packs the whole pipeline so
