@@ -26,6 +26,11 @@ nextpnr-ecp5 sets the heap placer's density target itself, so ``--placer-heap-be
 commands run are written to ``<workdir>/<block>/commands.sh``, and each result records its nextpnr options
 (``nextpnr_args`` in the JSON).
 
+nextpnr prints one critical path; every run here also asks it for ``--detailed-timing-report`` and counts the
+clocked endpoints (flip-flop and block-RAM input pins) whose latest arrival is over the period: the summary
+prints that count and the worst registers among them (``--endpoints N``; ``failing`` and
+``failing_groups`` in the JSON), so a change is judged by how many paths it fixes, not by one path.
+
 Blocks that are not importable (the pipeline top and the book are being written) are reported as such,
 with the reason, never silently dropped.
 """
@@ -87,7 +92,7 @@ class PnrOptions:
 
     def args(self) -> tuple[str, ...]:
         return ("--seed", str(self.seed), "--threads", "1", "--placer", self.placer, "--router", self.router,
-                *self.extra)
+                "--detailed-timing-report", *self.extra)
 
 
 NEXTPNR_ARGS = PnrOptions().args()
@@ -117,6 +122,8 @@ class Result:
     synth_options: str = ""
     error: str = ""
     critical: list = field(default_factory=list)   # the critical path, source to sink (net names)
+    failing: int | None = None      # clocked endpoints (register and block-RAM input pins) that miss the clock
+    failing_groups: list = field(default_factory=list)   # the worst of them by register (failing_endpoints)
     nextpnr_args: list = field(default_factory=list)   # the placement and routing options (PnrOptions.args)
 
     @property
@@ -335,7 +342,42 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
         if steps and "clk" in path.get("from", "") + path.get("to", ""):
             res.critical = [steps[0].get("from", {}).get("cell", ""), steps[-1].get("to", {}).get("cell", "")]
             break
+    if "detailed_net_timings" in report:
+        res.failing, res.failing_groups = failing_endpoints(report, mhz)
     return res
+
+
+def _register_name(cell: str) -> str:
+    """The register (or memory) a packed cell belongs to: ``dut.book.bq_TRELLIS_FF_Q_12`` -> ``dut.book.bq``,
+    ``dut.book.way0.0.5`` (a block RAM of ``way0``) -> ``dut.book.way0``."""
+    name = re.sub(r"(_TRELLIS_FF_Q|_LUT4|_CCU2C|_PFUMX|_L6MUX21|\$).*", "", cell)
+    name = re.sub(r"\.\d+\.\d+$", "", name)
+    return re.sub(r"\[\d+\]", "", name)
+
+
+def failing_endpoints(report: dict, mhz: float, top: int = 25) -> tuple[int, list[dict]]:
+    """From nextpnr's ``--detailed-timing-report``: the clocked input pins (DI, M, CE, LSR of flip-flops, the
+    block RAMs' pins) whose latest arrival is over the clock period, and the ``top`` worst registers among
+    them (``register``, ``pin``, ``count`` of its pins over, ``worst_ns`` arrival). Nets driven by an I/O
+    buffer (the harness's reset and serial input pins: not register-to-register paths) are left out. The
+    arrival is compared with the period alone (no setup time), so a pin within a few ps may be counted
+    either way. nextpnr itself prints only the one worst path; this says how many paths a change must fix."""
+    period = 1000.0 / mhz
+    latest: dict[tuple[str, str], float] = {}
+    for net in report.get("detailed_net_timings", []):
+        if net.get("driver", "").endswith("$tr_io"):
+            continue
+        for e in net.get("endpoints", []):
+            key, arrival = (e["cell"], e["port"]), e["delay"][-1]
+            if arrival > latest.get(key, float("-inf")):
+                latest[key] = arrival
+    groups: dict[tuple[str, str], list[float]] = {}
+    for (cell, pin), arrival in latest.items():
+        if arrival > period:
+            groups.setdefault((_register_name(cell), pin), []).append(arrival)
+    ranked = sorted(groups.items(), key=lambda kv: -max(kv[1]))[:top]
+    return (sum(len(v) for v in groups.values()),
+            [{"register": r, "pin": p, "count": len(v), "worst_ns": round(max(v), 2)} for (r, p), v in ranked])
 
 
 def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | None = None,
@@ -415,6 +457,8 @@ def main(argv=None) -> int:
     ap.add_argument("--placer", choices=PLACERS,
                     help=f"nextpnr placer (default: {PLACER}; {', '.join(f'{b}: {p}' for b, p in BLOCK_PLACERS.items())})")
     ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds allowed per tool run")
+    ap.add_argument("--endpoints", type=int, default=10, metavar="N",
+                    help="print the N worst registers among the endpoints that miss the clock (JSON: 25)")
     ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
                     help="one more nextpnr argument, repeatable, e.g. --nextpnr-arg=--tmg-ripup")
     args = ap.parse_args(argv)
@@ -445,6 +489,11 @@ def main(argv=None) -> int:
         elif r.critical:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)
+        if r.failing:
+            print(f"{r.block}: {r.failing} endpoints miss {args.mhz} MHz; the worst registers:", file=sys.stderr)
+            for g in r.failing_groups[:args.endpoints]:
+                print(f"  {g['count']:5d} x {g['register']}.{g['pin']} (worst {g['worst_ns']:.2f} ns)",
+                      file=sys.stderr)
     print(f"\n{len(results)} blocks in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
           f"target {args.mhz} MHz; nextpnr "
           f"{'; '.join(sorted({' '.join(block_pnr_options(n, pnr_options, args.placer).args()) for n in names}))}",

@@ -130,3 +130,31 @@ def test_results_record_the_nextpnr_options(tmp_path, monkeypatch):
     assert res.fmax_mhz == 200.0
     assert res.nextpnr_args == list(opts.args()) and calls[-1][-len(opts.args()):] == list(opts.args())
     assert bench.build("addfive", _AddFive(), workdir=tmp_path, pnr=False).nextpnr_args == []
+
+
+def _net(driver, *endpoints):
+    return {"driver": driver, "net": driver + "_Z", "port": "Q",
+            "endpoints": [{"cell": c, "port": p, "delay": [0.5, a]} for c, p, a in endpoints]}
+
+
+def test_failing_endpoints_group_the_pins_over_the_period_by_register():
+    # nextpnr prints one worst path; the detailed report's arrivals say how many pins miss the clock
+    bench = load("bench_synth")
+    report = {"detailed_net_timings": [
+        _net("dut.book.u3_TRELLIS_FF_Q_1", ("dut.book.bq_TRELLIS_FF_Q_12", "DI", 6.9),
+             ("dut.book.bq_TRELLIS_FF_Q_13", "DI", 6.5), ("dut.book.lw[3]_TRELLIS_FF_Q_2", "CE", 6.3)),
+        # a pin's latest arrival counts, over every net that reaches it
+        _net("dut.book.u4_TRELLIS_FF_Q_2", ("dut.book.lw[3]_TRELLIS_FF_Q_2", "CE", 7.2),
+             ("dut.book.way0.0.5", "ADA7", 6.6), ("dut.book.way0.0.6", "ADA7", 6.45)),
+        # the harness's reset and serial-input pins are not register-to-register paths
+        _net("rst$tr_io", ("dut.book.bq_TRELLIS_FF_Q_12", "LSR", 9.0)),
+    ]}
+    count, groups = bench.failing_endpoints(report, 156.25)          # 6.4 ns
+    assert count == 5
+    assert [(g["register"], g["pin"], g["count"], g["worst_ns"]) for g in groups] == [
+        ("dut.book.lw", "CE", 1, 7.2), ("dut.book.bq", "DI", 2, 6.9), ("dut.book.way0", "ADA7", 2, 6.6)]
+    assert bench.failing_endpoints(report, 100.0) == (0, [])
+    assert bench.failing_endpoints(report, 156.25, top=1)[1][0]["register"] == "dut.book.lw"
+    assert bench.failing_endpoints({}, 156.25) == (0, [])
+    # every run asks nextpnr for the arrivals
+    assert "--detailed-timing-report" in bench.PnrOptions().args()
