@@ -350,7 +350,8 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
 def _register_name(cell: str) -> str:
     """The register (or memory) a packed cell belongs to: ``dut.book.bq_TRELLIS_FF_Q_12`` -> ``dut.book.bq``,
     ``dut.book.way0.0.5`` (a block RAM of ``way0``) -> ``dut.book.way0``."""
-    name = re.sub(r"(_TRELLIS_FF_Q|_LUT4|_CCU2C|_PFUMX|_L6MUX21|\$).*", "", cell)
+    name = re.sub(r"(_TRELLIS_FF_Q|_LUT4|_CCU2C|_PFUMX|_L6MUX21).*", "", cell)
+    name = re.sub(r"(?<=[^.])\$.*", "", name)       # `x$CCU2_COMB1` -> `x`; `$signal$227` -> `$signal`
     name = re.sub(r"\.\d+\.\d+$", "", name)
     return re.sub(r"\[\d+\]", "", name)
 
@@ -458,7 +459,8 @@ def main(argv=None) -> int:
                     help=f"nextpnr placer (default: {PLACER}; {', '.join(f'{b}: {p}' for b, p in BLOCK_PLACERS.items())})")
     ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds allowed per tool run")
     ap.add_argument("--endpoints", type=int, default=10, metavar="N",
-                    help="print the N worst registers among the endpoints that miss the clock (JSON: 25)")
+                    help="print the N worst registers among the endpoints that miss the clock (at most the 25 "
+                         "the JSON keeps)")
     ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
                     help="one more nextpnr argument, repeatable, e.g. --nextpnr-arg=--tmg-ripup")
     args = ap.parse_args(argv)
