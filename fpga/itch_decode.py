@@ -3,12 +3,12 @@
 See :class:`ItchDecoder`. Every field offset and size comes from :data:`tickgate.wire.itch.LAYOUTS`.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..wire import itch
-from .book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
+from .book_records import MAX_ITCH_LEN, TYPE_CODES, BookOp, BookOpKind, ItchMessage
 from .counters import count
 
 __all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY", "LATENCY_COMBINATIONAL", "REF_OFFSET",
@@ -19,8 +19,8 @@ __all__ = ["ItchDecoder", "OPS", "TYPE_CODES", "LATENCY", "LATENCY_COMBINATIONAL
 LATENCY = 1
 LATENCY_COMBINATIONAL = 0
 
-#: Message type codes in the order of :attr:`ItchDecoder.counts` (the specification's order).
-TYPE_CODES = tuple(t.code for t in itch.MESSAGE_TYPES)
+# TYPE_CODES (from book_records): message type codes in the order of :attr:`ItchDecoder.counts` and of
+# ItchMessage.type_ok (the specification's order).
 
 #: What each message type becomes: ``code: (kind, {BookOp field: ITCH field})``. Types not listed are
 #: ``OTHER``. ``buy`` is 1 when the named CHAR field is ``'B'``; every other field is the ITCH field's
@@ -85,9 +85,11 @@ class ItchDecoder(wiring.Component):
     """Decode whole ITCH messages into :class:`~tickgate.fpga.book_records.BookOp` records.
 
     One ``BookOp`` per ``ItchMessage``, in order, with the message's ``seq``; kind and fields per
-    :data:`OPS`, ``locate`` from the message header. A message of a known type whose ``length`` is not its
-    type's specification length is counted in ``malformed``; one whose type byte is unknown is counted in
-    ``unknown``; both are emitted as ``OTHER`` (with ``seq`` and ``locate``) so downstream numbering stays
+    :data:`OPS`, ``locate`` from the message header. The type is the message's classification, not its
+    byte 0: ``type_ok`` (one-hot, the well-formed type) and ``type_known``, which the splitter sets as
+    :func:`~tickgate.fpga.book_records.classify` does. A message of a known type whose ``length`` is not
+    its type's specification length (``type_known`` and no ``type_ok`` bit) is counted in ``malformed``;
+    one whose type byte is unknown is counted in ``unknown``; both are emitted as ``OTHER`` (with ``seq`` and ``locate``) so downstream numbering stays
     aligned. ``ref`` is bytes :data:`REF_OFFSET`..+7 and ``new_ref`` bytes :data:`NEW_REF_OFFSET`..+7 of
     every message whatever its type (the order references of A F E C X D U, where all of them keep them;
     don't-cares for other kinds): a consumer that hashes them, like the book's order-table read address,
@@ -98,10 +100,9 @@ class ItchDecoder(wiring.Component):
     o_stream.ready``). With ``registered=False`` the decoder is combinational (latency 0: ``o_stream`` is
     ``i_stream`` decoded, ``i_stream.ready = o_stream.ready``), for a consumer that registers its input
     anyway: in :class:`~tickgate.fpga.market_data.MarketDataPipeline` the book's first stage is that
-    register (every book-message field but the kind sits at the same offset in every type, so the decode
-    in front of the book's table reads is a gate, not a mux). Rate: one message per cycle either way. The
-    counter increments are registered (a counter lags its message's handshake by two cycles), so the type
-    decode drives only the BookOp and one flip-flop per counter.
+    register (the kind and each type-dependent field are AND-OR selects by the registered ``type_ok`` bits,
+    and ``ref``/``new_ref`` are not selected at all). Rate: one message per cycle either way. The counter
+    increments are registered (a counter lags its message's handshake by two cycles).
     """
 
     def __init__(self, *, counter_width: int = 32, registered: bool = True):
@@ -128,30 +129,32 @@ class ItchDecoder(wiring.Component):
         i, o = self.i_stream, self.o_stream
         msg = i.payload.bytes
 
-        # `op` (kind and the table's fields; seq and locate go to the register directly) is driven by the one
-        # process below alone: a signal driven partly by a process and partly by plain connections comes out
-        # of Yosys' write_verilog as per-slice `always @*` blocks without a time-0 trigger (X on Icarus).
+        # The splitter has classified the message (ItchMessage.type_ok / type_known, registered), so the kind
+        # and every type-dependent field are AND-OR selects by those bits: one term per distinct source
+        # (A and F share theirs), no type-byte compare in front of them.
+        sel = i.payload.type_ok
         op = Signal(data.StructLayout({name: f.shape for name, f in data.Layout.cast(BookOp)
                                        if name not in ("seq", "locate", "ref", "new_ref")}))
-        known = Signal()
-        well_formed = Signal()
-        hit = Signal(len(TYPE_CODES))                     # one-hot: the message's type
-        with m.Switch(big_endian(msg, itch.HEADER, "message_type")):
-            for n, code in enumerate(TYPE_CODES):
-                layout = itch.LAYOUTS[code]
-                with m.Case(ord(code)):
-                    m.d.comb += [known.eq(1), hit[n].eq(1),
-                                 well_formed.eq(i.payload.length == layout.size)]
-                    kind, fields = OPS.get(code, (BookOpKind.OTHER, {}))
-                    with m.If(well_formed):
-                        m.d.comb += op.kind.eq(kind)
-                        for op_field, itch_field in fields.items():
-                            if op_field in ("ref", "new_ref"):
-                                continue            # ungated, below
-                            value = big_endian(msg, layout, itch_field)
-                            if op_field == "buy":
-                                value = value == ord("B")
-                            m.d.comb += getattr(op, op_field).eq(value)
+        terms = {name: {} for name, _ in op.shape()}        # field -> source key -> (value, [type bits])
+        for n, code in enumerate(TYPE_CODES):
+            layout = itch.LAYOUTS[code]
+            kind, fields = OPS.get(code, (BookOpKind.OTHER, {}))
+            terms["kind"].setdefault(("kind", kind.value), (Const(kind.value, 4), []))[1].append(n)
+            for op_field, itch_field in fields.items():
+                if op_field in ("ref", "new_ref"):
+                    continue                                # ungated, below
+                f = layout[itch_field]
+                value = big_endian(msg, layout, itch_field)
+                if op_field == "buy":
+                    value = value == ord("B")
+                terms[op_field].setdefault((f.offset, f.size), (value, []))[1].append(n)
+        for name, sources in terms.items():
+            target = Value.cast(getattr(op, name))
+            parts = [Value.cast(value) & Cat(*(sel[n] for n in bits)).any().replicate(len(target))
+                     for value, bits in sources.values()]
+            m.d.comb += target.eq(_or(parts) if parts else 0)
+        known = i.payload.type_known
+        well_formed = sel.any()
         # Unknown types keep kind OTHER (0) and the other fields 0.
 
         take = i.valid & i.ready
@@ -172,5 +175,12 @@ class ItchDecoder(wiring.Component):
         count(m, self.unknown, take & ~known, name="inc_unknown")
         count(m, self.malformed, take & known & ~well_formed, name="inc_malformed")
         for n, code in enumerate(TYPE_CODES):
-            count(m, self.counts[n], take & well_formed & hit[n], name=f"inc_{code}")
+            count(m, self.counts[n], take & sel[n], name=f"inc_{code}")
         return m
+
+
+def _or(terms):
+    result = terms[0]
+    for t in terms[1:]:
+        result = result | t
+    return result

@@ -7,7 +7,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .book_records import MAX_ITCH_LEN, ItchMessage
+from ..wire import itch
+from .book_records import MAX_ITCH_LEN, TYPE_CODES, ItchMessage
 from .counters import count_strobe
 from .stream import BYTES, ByteStream, popcount_keep
 
@@ -43,8 +44,9 @@ class ItchSplitter(wiring.Component):
     kept as they come and rotated to byte 0 only when it is emitted; counters are bumped a cycle late.
 
     ``o_stream`` carries one :class:`~tickgate.fpga.book_records.ItchMessage` per message: its bytes
-    (wire byte *i* in ``bytes[i]``, bytes past ``length`` zero), its length and ``seq``, which counts the
-    emitted messages from 1 since reset.
+    (wire byte *i* in ``bytes[i]``, bytes past ``length`` zero), its length, ``seq``, which counts the
+    emitted messages from 1 since reset, and its type classification (``type_ok``, ``type_known``, as
+    :func:`~tickgate.fpga.book_records.classify`).
 
     Latency: :data:`LATENCY` = 1 cycle. When every length is 7 or more (any well-formed ITCH feed: the
     shortest message is 12 bytes), each message is valid on ``o_stream`` exactly one cycle after the input
@@ -179,6 +181,19 @@ class ItchSplitter(wiring.Component):
                 with m.Case(n):
                     m.d.comb += body.eq(view[8 * n: 8 * (n + MAX_ITCH_LEN)])
         masked = Cat(*(body[8 * n: 8 * n + 8] & (length > n).replicate(8) for n in range(MAX_ITCH_LEN)))
+        # The type, classified as the message is registered, so the decoder's kind, field selects and counters
+        # start at flip-flops. Its byte 0 is kept in `tbyte` when it arrives (not taken from the rotation),
+        # except for a message that starts at lane 0 of the beat it ends in (`first_live`): at most 8 bytes,
+        # shorter than every ITCH type, so only `type_known` looks at that lane.
+        tbyte = Signal(8)
+        n_tbyte = _or([lane(cands[c]["bs"]) & sel[c].replicate(8) for c in range(BYTES + 1)
+                       if cands[c]["bs"] < BYTES])
+        first0 = Signal(init=1)                      # first == 0, loaded with it
+        first_live = Signal()
+        m.d.comb += first_live.eq(jh[0] & first0)
+        type_ok = Cat(*((tbyte == ord(code)) & (length == itch.LAYOUTS[code].size) for code in TYPE_CODES))
+        known = lambda byte: _or([byte == ord(code) for code in TYPE_CODES])
+        type_known = Mux(first_live, known(lane(0)), known(tbyte))
 
         # --- control -----------------------------------------------------------------------------------------
         can_out = ~o.valid | o.ready
@@ -189,6 +204,11 @@ class ItchSplitter(wiring.Component):
 
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
+        # The message's bytes, length and type load whenever the output may change (its enable is `can_out`
+        # alone, not the parse): they are only read with `valid`, which the parse sets.
+        with m.If(can_out):
+            m.d.sync += [o.payload.bytes.as_value().eq(masked), o.payload.length.eq(length),
+                         o.payload.type_ok.eq(type_ok), o.payload.type_known.eq(type_known)]
 
         # Counter increments are registered (set by the branches below) and added a cycle later (off the
         # parsing paths).
@@ -201,6 +221,15 @@ class ItchSplitter(wiring.Component):
             packet is done below for every consumed last beat)."""
             return [inc_truncated.eq(1)] if truncated is not None else []
 
+        # The message's slots: slot n loads the input while it is the slot the next beat goes into (jh[n]),
+        # taken or not (it is read only once filled, and then jh has moved on); slot 0 also while no message
+        # is in progress and on a consumed end beat, which is where a new message's first beat comes from
+        # (a beat parsed but not consumed, or with no message in it, is loaded again). The enables are
+        # registers, not the parse.
+        for n in range(_SLOTS - 1):
+            with m.If(jh[n] | ((~in_msg | (end_here & go)) if n == 0 else 0)):
+                m.d.sync += buf[n].eq(w)
+
         with m.If(go):
             m.d.sync += sop.eq(last & ~stall)
             with m.If(in_msg & ~end_here):
@@ -208,9 +237,8 @@ class ItchSplitter(wiring.Component):
                 m.d.sync += [kcnt.eq(kcnt - 1), end_here.eq(kcnt == 1)]
                 with m.If(phase == _Phase.BODY):
                     m.d.sync += jh.eq(jh << 1)
-                    for n in range(_SLOTS - 1):
-                        with m.If(jh[n]):
-                            m.d.sync += buf[n].eq(w)
+                    with m.If(jh[0]):
+                        m.d.sync += tbyte.eq(lane(0))     # a body that starts at lane 0 of this beat
                 with m.If(last):
                     m.d.sync += packet_end(1)
             with m.Elif(in_msg & ~endvalid):
@@ -218,17 +246,13 @@ class ItchSplitter(wiring.Component):
                 m.d.sync += packet_end(1)
             with m.Else():
                 with m.If(in_msg & (phase == _Phase.BODY)):
-                    m.d.sync += [
-                        o.valid.eq(1),
-                        o.payload.bytes.as_value().eq(masked),
-                        o.payload.length.eq(length),
-                        o.payload.seq.eq(o.payload.seq + 1),   # the previous message's seq
-                    ]
+                    m.d.sync += [o.valid.eq(1), o.payload.seq.eq(o.payload.seq + 1)]   # the previous seq + 1
                 # What a new message needs is loaded whatever the prefix turns out to be (it is only read in
                 # BODY/SKIP/LEN_LO, and the message being emitted has been read this cycle): only the
                 # phase, the next prefix lane and the counters depend on the outcome (short paths, few loads).
-                m.d.sync += [length.eq(n_len[:6]), first.eq(n_first), eh.eq(eh_new),
-                             hi.eq(n_hi), buf[0].eq(w), kcnt.eq(Mux(n_d0, 0, n_kc)), end_here.eq(n_d0 | n_d1),
+                m.d.sync += [length.eq(n_len[:6]), first.eq(n_first), first0.eq(n_first == 0), eh.eq(eh_new),
+                             hi.eq(n_hi), tbyte.eq(n_tbyte), kcnt.eq(Mux(n_d0, 0, n_kc)),
+                             end_here.eq(n_d0 | n_d1),
                              jh.eq(Mux(n_body_here & ~n_d0, 2, 1))]
                 # A length prefix at the selected lane (none when the message ended at lane 7).
                 with m.If(o_none):

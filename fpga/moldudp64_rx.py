@@ -256,8 +256,7 @@ class MoldUDP64Receiver(wiring.Component):
         end_le_q = Signal()
         below_q = Signal()                                # `below`, a strobe the cycle after the verdict
         m.d.sync += below_q.eq(decide & below)
-        with m.If(decide):
-            m.d.sync += end_le_q.eq(end_le)
+        m.d.sync += end_le_q.eq(end_le)                   # read only the cycle after a verdict: no enable
         gap_event = Signal()
         m.d.comb += gap_event.eq(decide & sequenced & ~new_session & seq_gt)
         # `expected` is written the cycle after the verdict (read again at the next packet's `pre` beat at the
@@ -266,8 +265,7 @@ class MoldUDP64Receiver(wiring.Component):
         e_new = Signal(64)
         m.d.sync += e_we_q.eq(decide & sequenced & (new_session | (control & seq_gt) | (~control & ~seq_lt)))
         e_we = e_we_q | (below_q & ~end_le_q)             # a partial overlap advances it too
-        with m.If(decide):
-            m.d.sync += e_new.eq(Mux(control, seq, end_seq))
+        m.d.sync += e_new.eq(Mux(control, seq, end_seq))  # likewise
         with m.If(e_we):
             m.d.sync += [st.expected.eq(e_new), e_hi_m1.eq(e_new[32:] - 1)]
         # Events are plain expressions, not processes: Icarus (-g2012, as cocotb runs it) does not start an
@@ -277,7 +275,12 @@ class MoldUDP64Receiver(wiring.Component):
         m.d.comb += [inc["unsequenced"].eq(decide & seq_zero), inc["session"].eq(counted & new_session),
                      inc["heartbeat"].eq(counted & c_zero), inc["end_session"].eq(counted & c_ones),
                      inc["accepted"].eq(counted & fwd_whole)]
-        with m.If(counted & new_session):
+        # The new session is written the cycle after the verdict, from a register (`session_now_q` holds until
+        # the next packet's beat 1, which comes later still), so the verdict logic drives one flip-flop, not
+        # the 80 enables of the session register.
+        ns_we_q = Signal()
+        m.d.sync += ns_we_q.eq(counted & new_session)
+        with m.If(ns_we_q):
             m.d.sync += [st.has_session.eq(1), st.session.as_value().eq(session_now_q)]
 
         m.d.comb += [inc["gap"].eq(gap_event), inc["duplicate"].eq(below_q & end_le_q),
@@ -286,8 +289,7 @@ class MoldUDP64Receiver(wiring.Component):
         gap_q = Signal()
         missed_q = Signal(cw)                             # seq - expected, registered at the verdict
         m.d.sync += gap_q.eq(gap_event)
-        with m.If(decide):
-            m.d.sync += missed_q.eq((seq - st.expected)[:cw])
+        m.d.sync += missed_q.eq((seq - st.expected)[:cw])  # likewise
         with m.If(gap_q):
             m.d.sync += st.gap.eq(1)
             with m.If(~st.gap):

@@ -550,8 +550,14 @@ class MarketBook(wiring.Component):
         book_prev = Signal()
         m.d.sync += book_prev.eq(accept & in_book)
         in_clearing, _ = sweep_state("input_")
-        m.d.comb += self.i_stream.ready.eq(~in_clearing & ~(book_prev & in_book) &
-                                           (out_fifo.level + in_flight < self.fifo_depth))
+        # Room for the op's row, registered: the FIFO's level plus the rows in flight is at most the last
+        # cycle's sum plus its accept (a row retires or leaves the FIFO, never more than one enters), so
+        # `room` is that bound below the depth, made from registers with accept picking one compare (at most
+        # one cycle early when the FIFO is nearly full under backpressure; never late).
+        room = Signal(init=1)
+        pending = out_fifo.level + in_flight
+        m.d.sync += room.eq(Mux(accept, pending + 1 < self.fifo_depth, pending < self.fifo_depth))
+        m.d.comb += self.i_stream.ready.eq(~in_clearing & ~(book_prev & in_book) & room)
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
 
         # ---- stage 0: BookOp -> micro-op; order-table and locate-table reads

@@ -14,7 +14,7 @@ import random
 
 import cocotb
 
-from tickgate.fpga.book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage
+from tickgate.fpga.book_records import MAX_ITCH_LEN, BookOp, BookOpKind, ItchMessage, classify
 from tickgate.fpga.itch_decode import LATENCY as REGISTERED_LATENCY
 from tickgate.fpga.itch_decode import LATENCY_COMBINATIONAL
 from tickgate.fpga.itch_decode import NEW_REF_OFFSET, REF_OFFSET, TYPE_CODES
@@ -101,7 +101,9 @@ class DecodeTB(ClockedTB):
             expected.append(op)
             counts[counter] += 1
             vector = msg + (pad if pad is not None else bytes(MAX_ITCH_LEN - len(msg)))
-            items.append(pack_fields(ItchMessage, bytes=vector, length=len(msg), seq=seq))
+            type_ok, type_known = classify(msg)
+            items.append(pack_fields(ItchMessage, bytes=vector, length=len(msg), seq=seq, type_ok=type_ok,
+                                     type_known=type_known))
         self.source.send(items)
         await self.wait_for(lambda: len(self.sink.items) >= len(expected), timeout)
         await self.cycles(5)

@@ -16,7 +16,7 @@ from pathlib import Path
 import cocotb
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSource
 
-from tickgate.fpga.book_records import MAX_ITCH_LEN, ItchMessage
+from tickgate.fpga.book_records import MAX_ITCH_LEN, ItchMessage, classify
 from tickgate.fpga.itch_split import LATENCY
 from tickgate.sim.streams import StreamSink, unpack_fields
 from tickgate.sim.tb import MODES, ClockedTB
@@ -139,7 +139,8 @@ class SplitTB(ClockedTB):
         assert len(got) == len(expected), f"{len(got)} messages, expected {len(expected)}"
         for n, (g, e) in enumerate(zip(got, expected)):
             want = e + bytes(MAX_ITCH_LEN - len(e))
-            assert (g["bytes"], g["length"], g["seq"]) == (want, len(e), n + 1), \
+            assert (g["bytes"], g["length"], g["seq"], (g["type_ok"], g["type_known"])) == \
+                (want, len(e), n + 1, classify(e)), \
                 f"message {n + 1}: got {g}, expected {e.hex()} ({len(e)} bytes)"
         assert self.counters() == counts, f"counters {self.counters()}, expected {counts}"
         if check_latency:
