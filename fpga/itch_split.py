@@ -204,11 +204,19 @@ class ItchSplitter(wiring.Component):
 
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
-        # The message's bytes, length and type load whenever the output may change (its enable is `can_out`
-        # alone, not the parse): they are only read with `valid`, which the parse sets.
-        with m.If(can_out):
-            m.d.sync += [o.payload.bytes.as_value().eq(masked), o.payload.length.eq(length),
-                         o.payload.type_ok.eq(type_ok), o.payload.type_known.eq(type_known)]
+        # The message's bytes, length and type load whenever the output may change, not only on emission:
+        # they are read only with `valid`, which the parse sets. Each 64-bit chunk's enable is ~valid | ready
+        # from its own copy of `valid` (same rule, kept apart by its own feedback), so no single net enables
+        # all 462 flip-flops.
+        emit = Signal()                              # set where `valid` is set, below
+        fields = [(o.payload.bytes.as_value()[lo:lo + 64], masked[lo:lo + 64]) for lo in range(0, len(masked), 64)]
+        fields.append((Cat(o.payload.length, o.payload.type_ok, o.payload.type_known),
+                       Cat(length, type_ok, type_known)))
+        for k, (dst, src) in enumerate(fields):
+            v = Signal(name=f"o_valid_c{k}")
+            m.d.sync += v.eq(v & ~o.ready | emit)
+            with m.If(~v | o.ready):
+                m.d.sync += dst.eq(src)
 
         # Counter increments are registered (set by the branches below) and added a cycle later (off the
         # parsing paths).
@@ -247,6 +255,7 @@ class ItchSplitter(wiring.Component):
             with m.Else():
                 with m.If(in_msg & (phase == _Phase.BODY)):
                     m.d.sync += [o.valid.eq(1), o.payload.seq.eq(o.payload.seq + 1)]   # the previous seq + 1
+                    m.d.comb += emit.eq(1)
                 # What a new message needs is loaded whatever the prefix turns out to be (it is only read in
                 # BODY/SKIP/LEN_LO, and the message being emitted has been read this cycle): only the
                 # phase, the next prefix lane and the counters depend on the outcome (short paths, few loads).

@@ -582,7 +582,9 @@ class MarketBook(wiring.Component):
             with m.Default():
                 m.d.comb += ukind.eq(_UKind.NOP)
         m.d.comb += [
-            u0.valid.eq(accept), u0.op.eq(Mux(accept, op.kind, 0)), u0.kind.eq(Mux(accept, ukind, _UKind.NOP)),
+            # (ANDs, not Mux(accept, x, 0): Yosys turns that into a sync reset, an LSR fed by the handshake)
+            u0.valid.eq(accept), u0.op.eq(op.kind.as_value() & accept.replicate(4)),
+            u0.kind.eq(ukind.as_value() & accept.replicate(3)),
             u0.seq.eq(op.seq), u0.locate.eq(op.locate), u0.ref.eq(op.ref), u0.buy.eq(op.buy),
             u0.shares.eq(op.shares), u0.price.eq(op.price), u0.code.eq(op.code),
         ]
@@ -1235,9 +1237,10 @@ class MarketBook(wiring.Component):
         # this side's best is resolved at stage 7 from entry 0's candidates; the row register holds the other
         # side's (or 0) in both places
         mine_bid, mine_ask = q.op.has & q.op.buy, q.op.has & ~q.op.buy
+        # ANDs, not Mux(c, x, 0), which Yosys maps to a sync reset: 64 LSR pins on one LUT (failing paths)
         m.d.comb += [
-            row.bid_px.eq(Mux(mine_ask, q.o_px, 0)), row.bid_sz.eq(Mux(mine_ask, q.o_sz, 0)),
-            row.ask_px.eq(Mux(mine_bid, q.o_px, 0)), row.ask_sz.eq(Mux(mine_bid, q.o_sz, 0)),
+            row.bid_px.eq(q.o_px & mine_ask.replicate(32)), row.bid_sz.eq(q.o_sz & mine_ask.replicate(32)),
+            row.ask_px.eq(q.o_px & mine_bid.replicate(32)), row.ask_sz.eq(q.o_sz & mine_bid.replicate(32)),
         ]
         best_c = Signal(data.StructLayout({"em0": Level, "em1": Level, "new": Level, "code": 2,
                                            "bid": 1, "ask": 1}))
