@@ -205,13 +205,11 @@ class ItchSplitter(wiring.Component):
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
         # The message's bytes, length and type load whenever the output may change, not only on emission:
-        # they are read only with `valid`, which the parse sets. Each 128-bit chunk's enable is ~valid | ready
+        # they are read only with `valid`, which the parse sets. Each 64-bit chunk's enable is ~valid | ready
         # from its own copy of `valid` (same rule, kept apart by its own feedback), so no single net enables
-        # all 462 flip-flops (128, not 64: fewer copies keep the emit logic near `valid`; seeds 1-3 of the
-        # block alone 162.4 / 154.0 / 164.5 MHz, against 151.6 / 159.6 / 160.8 with 64).
+        # all 462 flip-flops.
         emit = Signal()                              # set where `valid` is set, below
-        payload = o.payload.bytes.as_value()
-        fields = [(payload[lo:lo + 128], masked[lo:lo + 128]) for lo in range(0, len(masked), 128)]
+        fields = [(o.payload.bytes.as_value()[lo:lo + 64], masked[lo:lo + 64]) for lo in range(0, len(masked), 64)]
         fields.append((Cat(o.payload.length, o.payload.type_ok, o.payload.type_known),
                        Cat(length, type_ok, type_known)))
         for k, (dst, src) in enumerate(fields):
@@ -262,7 +260,7 @@ class ItchSplitter(wiring.Component):
                 # BODY/SKIP/LEN_LO, and the message being emitted has been read this cycle): only the
                 # phase, the next prefix lane and the counters depend on the outcome (short paths, few loads).
                 m.d.sync += [length.eq(n_len[:6]), first.eq(n_first), first0.eq(n_first == 0), eh.eq(eh_new),
-                             hi.eq(n_hi), tbyte.eq(n_tbyte), kcnt.eq(n_kc & ~n_d0.replicate(13)),
+                             hi.eq(n_hi), tbyte.eq(n_tbyte), kcnt.eq(Mux(n_d0, 0, n_kc)),
                              end_here.eq(n_d0 | n_d1),
                              jh.eq(Mux(n_body_here & ~n_d0, 2, 1))]
                 # A length prefix at the selected lane (none when the message ended at lane 7).
