@@ -3,6 +3,9 @@
 See :class:`ItchDecoder`. Every field offset and size comes from :data:`tickgate.wire.itch.LAYOUTS`.
 """
 
+import functools
+import operator
+
 from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -89,8 +92,8 @@ class ItchDecoder(wiring.Component):
     byte 0: ``type_ok`` (one-hot, the well-formed type) and ``type_known``, which the splitter sets as
     :func:`~tickgate.fpga.book_records.classify` does. A message of a known type whose ``length`` is not
     its type's specification length (``type_known`` and no ``type_ok`` bit) is counted in ``malformed``;
-    one whose type byte is unknown is counted in ``unknown``; both are emitted as ``OTHER`` (with ``seq`` and ``locate``) so downstream numbering stays
-    aligned. ``ref`` is bytes :data:`REF_OFFSET`..+7 and ``new_ref`` bytes :data:`NEW_REF_OFFSET`..+7 of
+    one whose type byte is unknown is counted in ``unknown``; both are emitted as ``OTHER`` (with ``seq``
+    and ``locate``) so downstream numbering stays aligned. ``ref`` is bytes :data:`REF_OFFSET`..+7 and ``new_ref`` bytes :data:`NEW_REF_OFFSET`..+7 of
     every message whatever its type (the order references of A F E C X D U, where all of them keep them;
     don't-cares for other kinds): a consumer that hashes them, like the book's order-table read address,
     then has no type decode in front of the hash. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
@@ -151,8 +154,8 @@ class ItchDecoder(wiring.Component):
         for name, sources in terms.items():
             target = Value.cast(getattr(op, name))
             parts = [Value.cast(value) & Cat(*(sel[n] for n in bits)).any().replicate(len(target))
-                     for value, bits in sources.values()]
-            m.d.comb += target.eq(_or(parts) if parts else 0)
+                     for value, bits in sources.values()]         # every field has a source in OPS
+            m.d.comb += target.eq(functools.reduce(operator.or_, parts))
         known = i.payload.type_known
         well_formed = sel.any()
         # Unknown types keep kind OTHER (0) and the other fields 0.
@@ -177,10 +180,3 @@ class ItchDecoder(wiring.Component):
         for n, code in enumerate(TYPE_CODES):
             count(m, self.counts[n], take & sel[n], name=f"inc_{code}")
         return m
-
-
-def _or(terms):
-    result = terms[0]
-    for t in terms[1:]:
-        result = result | t
-    return result

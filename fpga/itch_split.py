@@ -41,7 +41,7 @@ class ItchSplitter(wiring.Component):
     Structure (for Fmax): every lane's candidate length prefix is decoded in parallel from the beat (its
     end beat and lane, zero/over-long, whether it ends in this beat) and one is selected one-hot by the
     registered lane of the next prefix (the first kept lane at a packet's start); a message's beats are
-    kept as they come and rotated to byte 0 only when it is emitted; counters are bumped a cycle late.
+    kept as they come and rotated to byte 0 only into the output register; counters are bumped a cycle late.
 
     ``o_stream`` carries one :class:`~tickgate.fpga.book_records.ItchMessage` per message: its bytes
     (wire byte *i* in ``bytes[i]``, bytes past ``length`` zero), its length, ``seq``, which counts the
@@ -209,7 +209,8 @@ class ItchSplitter(wiring.Component):
         # from its own copy of `valid` (same rule, kept apart by its own feedback), so no single net enables
         # all 462 flip-flops.
         emit = Signal()                              # set where `valid` is set, below
-        fields = [(o.payload.bytes.as_value()[lo:lo + 64], masked[lo:lo + 64]) for lo in range(0, len(masked), 64)]
+        payload = o.payload.bytes.as_value()
+        fields = [(payload[lo:lo + 64], masked[lo:lo + 64]) for lo in range(0, len(masked), 64)]
         fields.append((Cat(o.payload.length, o.payload.type_ok, o.payload.type_known),
                        Cat(length, type_ok, type_known)))
         for k, (dst, src) in enumerate(fields):
