@@ -55,10 +55,11 @@ class ItchSplitter(wiring.Component):
     Rate: one input beat per cycle while ``o_stream`` is ready, at any alignment, when every length is 7
     or more: at most one message then ends in a beat, and the next one's body always reaches past it.
     Otherwise each message of 1..6 bytes lying wholly in one beat, and each zero length followed by more
-    bytes of its beat, holds that beat one extra cycle (the rest of the beat is parsed in the next cycle;
-    a message ending in a held beat is emitted the cycle after the cycle that parses its end).
-    ``i_stream.ready`` falls whenever ``o_stream`` holds a message that is not being taken (a
-    combinational path from ``o_stream.ready``): nothing is lost under backpressure.
+    bytes of its beat, costs one extra cycle: the beat is taken, and the rest of it is parsed again in the
+    next cycle from registers while ``i_stream.ready`` is low (a message ending in a replayed beat is
+    emitted the cycle after the cycle that parses its end). ``i_stream.ready`` is ``~replay & (~o_stream.valid
+    | o_stream.ready)``: registers and the consumer's ready, never the beat being parsed, so no skid is
+    needed in front of the splitter. Nothing is lost under backpressure.
 
     Malformed input is counted, dropped, and never stops the stream:
 
@@ -108,50 +109,77 @@ class ItchSplitter(wiring.Component):
         # Candidate l (0..6): the prefix at lanes l, l+1 of this beat, body from lane l+2. Candidate 7: the
         # prefix's high byte at lane 7 alone. Candidate 8 (LEN_LO): `hi` and lane 0, body from lane 1.
         # E = offset (from lane 0 of this beat) of the message's last byte = body start - 1 + length.
+        # A beat whose rest needs another cycle (a message of 1..6 bytes, a zero length, see `stall`) is taken
+        # all the same and parsed again from registers (`replay`: its bytes are still in slot 0 of `buf`, its
+        # keep and last in `held_kp`/`held_last`). Its candidates are decoded from those registers by a second
+        # set, and the one-hot select picks from both: the replay costs no multiplexer in front of the decode
+        # and `ready` depends only on registers.
         first_kept = Cat(kp[0], *(kp[k] & ~kp[k - 1] for k in range(1, BYTES)))
         in_msg = (phase == _Phase.BODY) | (phase == _Phase.SKIP)
-        endvalid = (eh & kp).any()                   # the end beat holds the message's last byte
+        replay = Signal()                            # this cycle parses the rest of the beat taken before
+        held_kp = Signal(BYTES)
+        held_last = Signal()
+        kp_now = Mux(replay, held_kp, kp)
+        last_now = Mux(replay, held_last, last)
+        endvalid = (eh & kp_now).any()               # the end beat holds the message's last byte
         parse = ((phase == _Phase.LEN_HI) | (phase == _Phase.LEN_LO) | (in_msg & end_here & endvalid))
         sel = Signal(BYTES + 1)
         m.d.comb += sel.eq(Mux(phase == _Phase.LEN_LO, 1 << BYTES, Mux(sop, first_kept, qh)))
+        sel_live = Signal(BYTES + 1)
+        sel_held = Signal(BYTES + 1)
+        m.d.comb += [sel_live.eq(sel & ~replay.replicate(BYTES + 1)), sel_held.eq(sel & replay.replicate(BYTES + 1))]
 
-        cands = []
-        for c in range(BYTES + 1):
-            if c == BYTES:
-                ln, bs, here, two = Cat(lane(0), hi), 1, 1, 1
-            elif c == BYTES - 1:
-                ln, bs, here, two = Cat(lane(c), lane(c)), c + 2, kp[c], 0
-            else:
-                ln, bs, here, two = Cat(lane(c + 1), lane(c)), c + 2, kp[c], kp[c + 1]
-            e = Signal(17, name=f"e{c}")
-            m.d.comb += e.eq(ln + (bs - 1))
-            lo7 = Signal(7, name=f"lo7_{c}")          # the low end of E without the long carry chain
-            m.d.comb += lo7.eq(ln[:6] + (bs - 1))
-            small = ln[6:] == 0
-            cands.append(dict(
-                len=ln, here=here, two=two, bs=bs, e=lo7,
-                zero=ln == 0, long=ln > MAX_ITCH_LEN,
-                d0=small & (lo7 < 8), d1=small & (lo7[3:] == 1),
-                kc=(e - 8)[3:16],
-                # a zero length: is there more of this beat after it?
-                zmore=(kp[bs] if bs < BYTES else 0),
-            ))
-            cd = cands[-1]
-            # The outcome, per candidate (selected one-hot below: short paths to the few registers it drives).
-            cd["o_none"] = ~Value.cast(here)
-            cd["o_lo"] = here & ~Value.cast(two)
-            cd["o_zero"] = here & two & cd["zero"]
-            cd["o_long"] = here & two & ~cd["zero"] & cd["long"]
-            cd["o_body"] = here & two & ~cd["zero"] & ~cd["long"]
-            cd["stall"] = here & two & Mux(cd["zero"], cd["zmore"], ~cd["long"] & cd["d0"])
+        def candidates(word, keep, tag):
+            def byte(k):
+                return word.word_select(k, 8)
+            cands = []
+            for c in range(BYTES + 1):
+                if c == BYTES:
+                    ln, bs, here, two = Cat(byte(0), hi), 1, 1, 1
+                elif c == BYTES - 1:
+                    ln, bs, here, two = Cat(byte(c), byte(c)), c + 2, keep[c], 0
+                else:
+                    ln, bs, here, two = Cat(byte(c + 1), byte(c)), c + 2, keep[c], keep[c + 1]
+                e = Signal(17, name=f"{tag}e{c}")
+                m.d.comb += e.eq(ln + (bs - 1))
+                lo7 = Signal(7, name=f"{tag}lo7_{c}")     # the low end of E without the long carry chain
+                m.d.comb += lo7.eq(ln[:6] + (bs - 1))
+                small = ln[6:] == 0
+                cd = dict(
+                    len=ln, here=here, two=two, e=lo7,
+                    zero=ln == 0, long=ln > MAX_ITCH_LEN,
+                    d0=small & (lo7 < 8), d1=small & (lo7[3:] == 1),
+                    kc=(e - 8)[3:16],
+                    # a zero length: is there more of this beat after it?
+                    zmore=(keep[bs] if bs < BYTES else 0),
+                    byte=(byte(c) if c < BYTES else 0),              # the prefix's high byte (for LEN_LO)
+                    tbyte=(byte(bs) if bs < BYTES else 0),           # the body's first byte, if in this beat
+                )
+                # The outcome (selected one-hot below: short paths to the few registers it drives).
+                cd["o_none"] = ~Value.cast(here)
+                cd["o_lo"] = here & ~Value.cast(two)
+                cd["o_zero"] = here & two & cd["zero"]
+                cd["o_long"] = here & two & ~cd["zero"] & cd["long"]
+                cd["o_body"] = here & two & ~cd["zero"] & ~cd["long"]
+                cd["stall"] = here & two & Mux(cd["zero"], cd["zmore"], ~cd["long"] & cd["d0"])
+                cands.append(cd)
+            return cands
+
+        live = candidates(w, kp, "")
+        held = candidates(buf[0], held_kp, "h_")
+        bs_of = [c + 2 if c < BYTES else 1 for c in range(BYTES + 1)]
 
         def pick(key, width=1):
             terms = []
-            for c in range(BYTES + 1):
-                v = cands[c][key]
-                v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
-                terms.append(v & sel[c].replicate(width))
+            for cands, s in ((live, sel_live), (held, sel_held)):
+                for c in range(BYTES + 1):
+                    v = cands[c][key]
+                    v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
+                    terms.append(v & s[c].replicate(width))
             return _or(terms)
+
+        def pick_const(values, width):
+            return _or([Const(v, width) & sel[c].replicate(width) for c, v in enumerate(values)])
 
         o_none, o_lo, o_zero, o_long, o_body = (pick(k) for k in ("o_none", "o_lo", "o_zero", "o_long", "o_body"))
         # (with no candidate selected, e.g. a message ending at lane 7: none)
@@ -161,12 +189,12 @@ class ItchSplitter(wiring.Component):
         n_d1 = pick("d1")
         n_kc = pick("kc", 13)
         n_e3 = pick("e", 3)                          # lane of the last byte
-        n_hi = _or([lane(c) & sel[c].replicate(8) for c in range(BYTES)])
-        n_first = _or([Const((cands[c]["bs"]) % BYTES, 3) & sel[c].replicate(3) for c in range(BYTES + 1)])
-        n_body_here = _or([Const(int(cands[c]["bs"] < BYTES), 1) & sel[c] for c in range(BYTES + 1)])
+        n_hi = pick("byte", 8)
+        n_first = pick_const([bs % BYTES for bs in bs_of], 3)
+        n_body_here = pick_const([int(bs < BYTES) for bs in bs_of], 1)
         n_zmore = pick("zmore")
-        n_znext = _or([Const((1 << cands[c]["bs"]) & 0xFF, BYTES) & sel[c].replicate(BYTES)
-                       for c in range(BYTES + 1)])   # one-hot lane after a zero length (0: the next beat)
+        n_znext = pick_const([(1 << bs) & 0xFF for bs in bs_of], BYTES)   # one-hot lane after a zero length
+                                                                           # (0: the next beat)
         eh_new = Signal(BYTES)
         m.d.comb += eh_new.eq(Const(1, BYTES) << n_e3)
         qh_new = Signal(BYTES)                       # lane after the message's end (0: next beat, lane 0)
@@ -174,7 +202,9 @@ class ItchSplitter(wiring.Component):
 
         # --- the message: slots 0..j-1 from `buf`, slot j the current beat; rotate by `first`, mask -----------
         view = Signal(8 * BYTES * _SLOTS)
-        m.d.comb += view.eq(Cat(*(Mux(jh[n], w, buf[n]) if n < _SLOTS - 1 else w for n in range(_SLOTS))))
+        # (a replayed beat's message lies in it, in slot 0: jh is 1 then)
+        m.d.comb += view.eq(Cat(*(Mux(jh[n] & (~replay if n == 0 else 1), w, buf[n]) if n < _SLOTS - 1 else w
+                                  for n in range(_SLOTS))))
         body = Signal(8 * MAX_ITCH_LEN)
         with m.Switch(first):
             for n in range(BYTES):
@@ -186,8 +216,7 @@ class ItchSplitter(wiring.Component):
         # except for a message that starts at lane 0 of the beat it ends in (`first_live`): at most 8 bytes,
         # shorter than every ITCH type, so only `type_known` looks at that lane.
         tbyte = Signal(8)
-        n_tbyte = _or([lane(cands[c]["bs"]) & sel[c].replicate(8) for c in range(BYTES + 1)
-                       if cands[c]["bs"] < BYTES])
+        n_tbyte = pick("tbyte", 8)
         first0 = Signal(init=1)                      # first == 0, loaded with it
         first_live = Signal()
         m.d.comb += first_live.eq(jh[0] & first0)
@@ -197,10 +226,15 @@ class ItchSplitter(wiring.Component):
 
         # --- control -----------------------------------------------------------------------------------------
         can_out = ~o.valid | o.ready
-        go = i.valid & can_out
+        go = Signal()                                # a beat is parsed: the input's, or the one replayed
+        m.d.comb += go.eq(can_out & (replay | i.valid))
         stall = Signal()                             # this beat needs another cycle (the next block ends in it)
         m.d.comb += stall.eq(parse & pick("stall"))
-        m.d.comb += i.ready.eq(can_out & ~stall)
+        m.d.comb += i.ready.eq(can_out & ~replay)
+        with m.If(go):
+            m.d.sync += replay.eq(stall)
+        with m.If(~replay):
+            m.d.sync += [held_kp.eq(kp), held_last.eq(last)]
 
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
@@ -233,14 +267,14 @@ class ItchSplitter(wiring.Component):
         # The message's slots: slot n loads the input while it is the slot the next beat goes into (jh[n]),
         # taken or not (it is read only once filled, and then jh has moved on); slot 0 also while no message
         # is in progress and on a consumed end beat, which is where a new message's first beat comes from
-        # (a beat parsed but not consumed, or with no message in it, is loaded again). The enables are
-        # registers, not the parse.
+        # (a beat with no message in it is loaded again), but not while replaying: slot 0 then holds the
+        # beat being replayed (loaded when it was taken: a stall needs a parse, which loads slot 0).
         for n in range(_SLOTS - 1):
-            with m.If(jh[n] | ((~in_msg | (end_here & go)) if n == 0 else 0)):
+            with m.If((jh[n] | ~in_msg | (end_here & go)) & ~replay if n == 0 else jh[n]):
                 m.d.sync += buf[n].eq(w)
 
         with m.If(go):
-            m.d.sync += sop.eq(last & ~stall)
+            m.d.sync += sop.eq(last_now & ~stall)
             with m.If(in_msg & ~end_here):
                 # The message (or skip) runs past this beat.
                 m.d.sync += [kcnt.eq(kcnt - 1), end_here.eq(kcnt == 1)]
@@ -248,7 +282,7 @@ class ItchSplitter(wiring.Component):
                     m.d.sync += jh.eq(jh << 1)
                     with m.If(jh[0]):
                         m.d.sync += tbyte.eq(lane(0))     # a body that starts at lane 0 of this beat
-                with m.If(last):
+                with m.If(last_now):
                     m.d.sync += packet_end(1)
             with m.Elif(in_msg & ~endvalid):
                 # The packet ended before the message did.
@@ -269,21 +303,21 @@ class ItchSplitter(wiring.Component):
                     m.d.sync += [phase.eq(_Phase.LEN_HI), qh.eq(1)]
                 with m.Elif(o_lo):
                     m.d.sync += phase.eq(_Phase.LEN_LO)
-                    with m.If(last):
+                    with m.If(last_now):
                         m.d.sync += packet_end(1)
                 with m.Elif(o_zero):
                     m.d.sync += [phase.eq(_Phase.LEN_HI), inc_zero.eq(1), qh.eq(Mux(n_zmore, n_znext, 1))]
                 with m.Elif(o_long):
                     m.d.sync += [phase.eq(_Phase.SKIP), qh.eq(qh_new), inc_oversize.eq(1)]
-                    with m.If(last):
+                    with m.If(last_now):
                         m.d.sync += packet_end(1)
                 with m.Else():
                     # A message; with n_d0 it lies wholly in this beat and is emitted next cycle from it (held).
                     m.d.sync += [phase.eq(_Phase.BODY), qh.eq(qh_new)]
-                    with m.If(last & ~n_d0):
+                    with m.If(last_now & ~n_d0):
                         m.d.sync += packet_end(1)
             # Every consumed last beat ends the packet (a held beat is parsed again next cycle).
-            with m.If(last & ~stall):
+            with m.If(last_now & ~stall):
                 m.d.sync += phase.eq(_Phase.LEN_HI)
 
         return m
