@@ -250,11 +250,13 @@ FREQUENCY PORT "clk" {mhz} MHZ;
 """
 
 
-def _yosys_script(top: str, dut_module: str, mapper: str) -> str:
+def _yosys_script(top: str, dut_module: str, mapper: str, keep: tuple = ()) -> str:
     """``mapper`` "abc9": plain ``synth_ecp5`` (Yosys 0.70 always maps with ABC9). "abc": the same flow with
     the LUT mapping step (``abc9 -W 300``) replaced by the classic ``abc -lut 4:7 -dress``, for designs on
-    which the WebAssembly ABC9 exits (see docs/gateware.md)."""
+    which the WebAssembly ABC9 exits (see docs/gateware.md). ``keep``: names of submodules of the block that
+    keep their hierarchy too, each optimised and mapped as alone (nothing crosses its boundary)."""
     head = ["read_rtlil design.il", f"hierarchy -top {top}", f"setattr -mod -set keep_hierarchy 1 {dut_module}"]
+    head += [f"setattr -mod -set keep_hierarchy 1 {dut_module}.{sub}" for sub in keep]
     if mapper == "abc9":
         body = [f"synth_ecp5 -top {top}"]
     elif mapper == "abc":
@@ -278,8 +280,19 @@ def _run(cmd: list[str], cwd: Path, log: Path, timeout: float) -> float:
     return time.monotonic() - t
 
 
-def _module_stats(stat_text: str, module: str) -> dict:
-    """Cell counts of ``module`` from Yosys ``stat`` output."""
+def _module_stats(stat_text: str, module: str, *, with_submodules: bool = False) -> dict:
+    """Cell counts of ``module`` from Yosys ``stat`` output; ``with_submodules``: added to those of every
+    module named under it (``module.*``, each instantiated once, as a block's submodules are)."""
+    if with_submodules:
+        total: dict = {}
+        names = re.findall(r"^=== (.+?) ===$", stat_text, flags=re.M)
+        for sub in names:
+            if sub.strip() == module or sub.strip().startswith(module + "."):
+                for k, v in _module_stats(stat_text, sub.strip()).items():
+                    total[k] = total.get(k, 0) + v
+        if not total:
+            raise RuntimeError(f"module {module} not in stat output")
+        return total
     blocks = re.split(r"^=== (.+?) ===$", stat_text, flags=re.M)
     for name, body in zip(blocks[1::2], blocks[2::2]):
         if name.strip().lstrip("\\$") == module.lstrip("\\$") or name.strip() == module:
@@ -294,9 +307,10 @@ def _module_stats(stat_text: str, module: str) -> dict:
 
 
 def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mapper: str = "auto",
-          timeout: float = TIMEOUT, pnr: bool = True, pnr_options: PnrOptions = PnrOptions()) -> Result:
+          timeout: float = TIMEOUT, pnr: bool = True, pnr_options: PnrOptions = PnrOptions(),
+          keep: tuple = ()) -> Result:
     """Synthesise and place-and-route ``component`` (a wiring.Component); returns a :class:`Result`.
-    ``pnr=False``: synthesis only (resources; no Fmax)."""
+    ``pnr=False``: synthesis only (resources; no Fmax). ``keep``: see :func:`_yosys_script`."""
     from amaranth.back import rtlil
 
     res = Result(block=name)
@@ -311,7 +325,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     pnr_cmd = [NEXTPNR, *DEVICE, "--json", "design.json", "--lpf", "design.lpf", "--lpf-allow-unconstrained",
                "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *pnr_options.args()]
     for attempt in (["abc9", "abc"] if mapper == "auto" else [mapper]):
-        (d / "synth.ys").write_text(_yosys_script(top, dut_module, attempt))
+        (d / "synth.ys").write_text(_yosys_script(top, dut_module, attempt, tuple(keep)))
         (d / "commands.sh").write_text("# run in this directory\n" + shlex.join(yosys_cmd) + "\n" +
                                        shlex.join(pnr_cmd) + "\n")
         try:
@@ -320,9 +334,9 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
             if attempt == "abc" or mapper != "auto":
                 raise
             continue
-        res.synth_options = attempt
+        res.synth_options = attempt + "".join(f", {sub} kept" for sub in keep)
         break
-    cells = _module_stats((d / "stat.txt").read_text(), dut_module)
+    cells = _module_stats((d / "stat.txt").read_text(), dut_module, with_submodules=bool(keep))
     res.lut4 = (cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 2 * cells.get("TRELLIS_DPR16X4", 0))
     res.ff = cells.get("TRELLIS_FF", 0)
     res.ebr = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
@@ -390,7 +404,8 @@ def failing_endpoints(report: dict, mhz: float, top: int = 25, ceiling: float | 
 
 
 def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | None = None,
-            pnr: bool = True, pnr_options: PnrOptions = PnrOptions(), timeout: float = TIMEOUT) -> Result:
+            pnr: bool = True, pnr_options: PnrOptions = PnrOptions(), timeout: float = TIMEOUT,
+            keep: tuple = ()) -> Result:
     res = Result(block=name)
     try:
         component, params, latency = BLOCKS[name](book) if name in BOOK_BLOCKS else BLOCKS[name]()
@@ -399,7 +414,7 @@ def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | N
         return res
     try:
         res = build(name, component, workdir=workdir, mhz=mhz, mapper=mapper, pnr=pnr, pnr_options=pnr_options,
-                    timeout=timeout)
+                    timeout=timeout, keep=keep)
     except Exception as e:
         res.error = f"{type(e).__name__}: {e}"[:2000]
         if not isinstance(e, (RuntimeError, subprocess.TimeoutExpired)):
@@ -454,6 +469,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mhz", type=float, default=TARGET_MHZ, help="clock constraint (MHz)")
     ap.add_argument("--mapper", default="auto", choices=["auto", "abc9", "abc"],
                     help="LUT mapping: abc9 (synth_ecp5 as is), abc (classic ABC), auto (abc9, else abc)")
+    ap.add_argument("--keep", action="append", default=[], metavar="SUBMODULE",
+                    help="keep this submodule's hierarchy (mapped as alone), repeatable, e.g. --keep split: "
+                         "the flat ABC9 run exits on some netlists (docs/gateware.md)")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -487,7 +505,7 @@ def main(argv=None) -> int:
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
                                pnr=not args.no_pnr, pnr_options=block_pnr_options(n, pnr_options, args.placer),
-                               timeout=args.timeout)
+                               timeout=args.timeout, keep=tuple(args.keep))
                    for n in names]
         results = [f.result() for f in futures]
     print(table(results, markdown=args.markdown))

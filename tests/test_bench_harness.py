@@ -124,12 +124,28 @@ def test_results_record_the_nextpnr_options(tmp_path, monkeypatch):
             (cwd / "report.json").write_text(json.dumps({"fmax": {"clk": {"achieved": 200.0}}}))
         return 0.0
     monkeypatch.setattr(bench, "_run", fake_run)
-    monkeypatch.setattr(bench, "_module_stats", lambda text, module: {"LUT4": 3})
+    monkeypatch.setattr(bench, "_module_stats", lambda text, module, **kw: {"LUT4": 3})
     opts = bench.PnrOptions(3, extra=("--tmg-ripup",))
     res = bench.build("addfive", _AddFive(), workdir=tmp_path, pnr_options=opts)
     assert res.fmax_mhz == 200.0
     assert res.nextpnr_args == list(opts.args()) and calls[-1][-len(opts.args()):] == list(opts.args())
     assert bench.build("addfive", _AddFive(), workdir=tmp_path, pnr=False).nextpnr_args == []
+
+
+
+def test_kept_submodules_are_kept_and_counted():
+    # --keep split: the submodule keeps its hierarchy in the Yosys script, and the block's cell counts add
+    # its module's to the block's own
+    bench = load("bench_synth")
+    script = bench._yosys_script("bench_x", "bench_x.dut", "abc9", ("split",))
+    assert "setattr -mod -set keep_hierarchy 1 bench_x.dut.split" in script.splitlines()
+    assert "keep_hierarchy 1 bench_x.dut.split" not in bench._yosys_script("bench_x", "bench_x.dut", "abc9")
+    stat = ("=== bench_x.dut.split ===\n\n     10   LUT4\n      4   TRELLIS_FF\n"
+            "=== bench_x.dut ===\n\n     20   LUT4\n      1   bench_x.dut.split\n"
+            "=== bench_x ===\n\n    100   LUT4\n")
+    assert bench._module_stats(stat, "bench_x.dut")["LUT4"] == 20
+    kept = bench._module_stats(stat, "bench_x.dut", with_submodules=True)
+    assert kept["LUT4"] == 30 and kept["TRELLIS_FF"] == 4
 
 
 def _net(driver, *endpoints):
