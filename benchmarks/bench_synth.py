@@ -68,6 +68,18 @@ PLACERS = ("heap", "static", "sa")
 #: densely that router1 has not finished it since 0a3c37d (over an hour, hundreds of arcs left), while the
 #: static placer's spread placement routes in minutes (docs/gateware.md, 07 Dec 2026).
 BLOCK_PLACERS = {"market_data": "static"}
+#: Submodules synthesised as their own module unless ``--keep`` names others: Yosys 0.70's WebAssembly ABC9
+#: exits on the flat pipeline since the splitter makes every register's next value per candidate (then
+#: classic ABC maps it, 27% more LUTs); with the splitter kept, ABC9 maps both (docs/gateware.md).
+BLOCK_KEEP = {"market_data": ("split",)}
+
+
+def block_keep(name: str, keep: list | None) -> tuple:
+    """The submodules of block ``name`` kept as their own modules: ``keep`` as given (["none"]: none), else
+    :data:`BLOCK_KEEP`'s default for the block."""
+    if keep is None:
+        return BLOCK_KEEP.get(name, ())
+    return tuple(k for k in keep if k != "none")
 
 
 @dataclass(frozen=True)
@@ -469,9 +481,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mhz", type=float, default=TARGET_MHZ, help="clock constraint (MHz)")
     ap.add_argument("--mapper", default="auto", choices=["auto", "abc9", "abc"],
                     help="LUT mapping: abc9 (synth_ecp5 as is), abc (classic ABC), auto (abc9, else abc)")
-    ap.add_argument("--keep", action="append", default=[], metavar="SUBMODULE",
-                    help="keep this submodule's hierarchy (mapped as alone), repeatable, e.g. --keep split: "
-                         "the flat ABC9 run exits on some netlists (docs/gateware.md)")
+    ap.add_argument("--keep", action="append", metavar="SUBMODULE",
+                    help="keep this submodule's hierarchy (mapped as alone), repeatable; 'none' keeps none "
+                         f"(default: {', '.join(f'{b}: {s}' for b, v in BLOCK_KEEP.items() for s in v)}; "
+                         "the flat ABC9 run exits on some netlists, docs/gateware.md)")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -505,7 +518,7 @@ def main(argv=None) -> int:
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
                                pnr=not args.no_pnr, pnr_options=block_pnr_options(n, pnr_options, args.placer),
-                               timeout=args.timeout, keep=tuple(args.keep))
+                               timeout=args.timeout, keep=block_keep(n, args.keep))
                    for n in names]
         results = [f.result() for f in futures]
     print(table(results, markdown=args.markdown))

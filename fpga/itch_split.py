@@ -39,8 +39,9 @@ class ItchSplitter(wiring.Component):
     message and its length prefix may start at any lane and span words.
 
     Structure (for Fmax): every lane's candidate length prefix is decoded in parallel from the beat (its
-    end beat and lane, zero/over-long, whether it ends in this beat) and one is selected one-hot by the
-    registered lane of the next prefix (the first kept lane at a packet's start); a message's beats are
+    end beat and lane, zero/over-long, whether it ends in this beat), each makes every register's next
+    value as if it were the one, and one is selected one-hot (AND-OR, the last logic before the flip-flops)
+    by a register: the next prefix's candidate (the first kept lane at a packet's start); a message's beats are
     kept as they come and rotated to byte 0 only into the output register; counters are bumped a cycle late.
 
     ``o_stream`` carries one :class:`~tickgate.fpga.book_records.ItchMessage` per message: its bytes
@@ -55,11 +56,10 @@ class ItchSplitter(wiring.Component):
     Rate: one input beat per cycle while ``o_stream`` is ready, at any alignment, when every length is 7
     or more: at most one message then ends in a beat, and the next one's body always reaches past it.
     Otherwise each message of 1..6 bytes lying wholly in one beat, and each zero length followed by more
-    bytes of its beat, costs one extra cycle: the beat is taken, and the rest of it is parsed again in the
-    next cycle from registers while ``i_stream.ready`` is low (a message ending in a replayed beat is
-    emitted the cycle after the cycle that parses its end). ``i_stream.ready`` is ``~replay & (~o_stream.valid
-    | o_stream.ready)``: registers and the consumer's ready, never the beat being parsed, so no skid is
-    needed in front of the splitter. Nothing is lost under backpressure.
+    bytes of its beat, holds that beat one extra cycle (the rest of the beat is parsed in the next cycle;
+    a message ending in a held beat is emitted the cycle after the cycle that parses its end).
+    ``i_stream.ready`` falls whenever ``o_stream`` holds a message that is not being taken (a
+    combinational path from ``o_stream.ready``): nothing is lost under backpressure.
 
     Malformed input is counted, dropped, and never stops the stream:
 
@@ -110,28 +110,14 @@ class ItchSplitter(wiring.Component):
         # Candidate l (0..6): the prefix at lanes l, l+1 of this beat, body from lane l+2. Candidate 7: the
         # prefix's high byte at lane 7 alone. Candidate 8 (LEN_LO): `hi` and lane 0, body from lane 1.
         # E = offset (from lane 0 of this beat) of the message's last byte = body start - 1 + length.
-        # A beat whose rest needs another cycle (a message of 1..6 bytes, a zero length, see `stall`) is taken
-        # all the same and parsed again from registers (`replay`: its bytes, keep and last in `held_w`,
-        # `held_kp`, `held_last`; for the message bytes also in slot 0 of `buf`). Its candidates are decoded
-        # from those registers by a second set, and the one-hot select picks from both: the replay costs no
-        # multiplexer in front of the decode and `ready` depends only on registers.
         first_kept = Cat(kp[0], *(kp[k] & ~kp[k - 1] for k in range(1, BYTES)))
         in_msg = (phase == _Phase.BODY) | (phase == _Phase.SKIP)
-        replay = Signal()                            # this cycle parses the rest of the beat taken before
-        held_w = Signal(8 * BYTES)
-        held_kp = Signal(BYTES)
-        held_last = Signal()
-        kp_now = Mux(replay, held_kp, kp)
-        last_now = Mux(replay, held_last, last)
-        endvalid = (eh & kp_now).any()               # the end beat holds the message's last byte
+        endvalid = (eh & kp).any()                   # the end beat holds the message's last byte
         parse = ((phase == _Phase.LEN_HI) | (phase == _Phase.LEN_LO) | (in_msg & end_here & endvalid))
         sel = Signal(BYTES + 1)
         m.d.comb += sel.eq(Mux(sop, first_kept, qh))      # (a packet starts in LEN_HI)
-        sel_live = Signal(BYTES + 1)
-        sel_held = Signal(BYTES + 1)
-        m.d.comb += [sel_live.eq(sel & ~replay.replicate(BYTES + 1)), sel_held.eq(sel & replay.replicate(BYTES + 1))]
 
-        def candidates(word, keep, lst, tag):
+        def candidates(word, keep, lst):
             """Every candidate of one beat (``word``, ``keep``, ``lst``: its last flag): its decode, its outcome,
             and every register's next value were it the selected one (so the one-hot pick is the last step)."""
             def byte(k):
@@ -145,9 +131,9 @@ class ItchSplitter(wiring.Component):
                 else:
                     ln, bs, here, two = Cat(byte(c + 1), byte(c)), c + 2, keep[c], keep[c + 1]
                 here, two = Value.cast(here), Value.cast(two)
-                e = Signal(17, name=f"{tag}e{c}")
+                e = Signal(17, name=f"e{c}")
                 m.d.comb += e.eq(ln + (bs - 1))
-                lo7 = Signal(7, name=f"{tag}lo7_{c}")     # the low end of E without the long carry chain
+                lo7 = Signal(7, name=f"lo7_{c}")     # the low end of E without the long carry chain
                 m.d.comb += lo7.eq(ln[:6] + (bs - 1))
                 small = ln[6:] == 0
                 zero, long = ln == 0, ln > MAX_ITCH_LEN
@@ -178,19 +164,17 @@ class ItchSplitter(wiring.Component):
                 ))
             return cands
 
-        live = candidates(w, kp, last, "")
-        held = candidates(held_w, held_kp, held_last, "h_")
+        cands = candidates(w, kp, last)
         bs_of = [c + 2 if c < BYTES else 1 for c in range(BYTES + 1)]
         sel_none = Signal()                          # no candidate: the message ended at lane 7 (or no keep)
         m.d.comb += sel_none.eq(~sel.any())
 
         def pick(key, width=1):
             terms = []
-            for cands, s in ((live, sel_live), (held, sel_held)):
-                for c in range(BYTES + 1):
-                    v = cands[c][key]
-                    v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
-                    terms.append(v & s[c].replicate(width))
+            for c in range(BYTES + 1):
+                v = cands[c][key]
+                v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
+                terms.append(v & sel[c].replicate(width))
             return _or(terms)
 
         def pick_const(values, width):
@@ -200,9 +184,7 @@ class ItchSplitter(wiring.Component):
 
         # --- the message: slots 0..j-1 from `buf`, slot j the current beat; rotate by `first`, mask -----------
         view = Signal(8 * BYTES * _SLOTS)
-        # (a replayed beat's message lies in it, in slot 0: jh is 1 then)
-        m.d.comb += view.eq(Cat(*(Mux(jh[n] & (~replay if n == 0 else 1), w, buf[n]) if n < _SLOTS - 1 else w
-                                  for n in range(_SLOTS))))
+        m.d.comb += view.eq(Cat(*(Mux(jh[n], w, buf[n]) if n < _SLOTS - 1 else w for n in range(_SLOTS))))
         body = Signal(8 * MAX_ITCH_LEN)
         with m.Switch(first):
             for n in range(BYTES):
@@ -223,18 +205,13 @@ class ItchSplitter(wiring.Component):
 
         # --- control -----------------------------------------------------------------------------------------
         can_out = ~o.valid | o.ready
-        go = Signal()                                # a beat is parsed: the input's, or the one replayed
-        m.d.comb += go.eq(can_out & (replay | i.valid))
+        go = i.valid & can_out
         stall = Signal()                             # this beat needs another cycle (the next block ends in it)
         m.d.comb += stall.eq(parse & pick("stall"))
         # With no candidate selected every pick is 0: the next prefix is at lane 0 of the next beat.
         p_qh = pick("qh", BYTES + 1) | sel_none
-        p_sop = pick("sop") | sel_none & last_now
-        m.d.comb += i.ready.eq(can_out & ~replay)
-        with m.If(go):
-            m.d.sync += replay.eq(stall)
-        with m.If(~replay):
-            m.d.sync += [held_w.eq(w), held_kp.eq(kp), held_last.eq(last)]
+        p_sop = pick("sop") | sel_none & last
+        m.d.comb += i.ready.eq(can_out & ~stall)
 
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
@@ -262,10 +239,10 @@ class ItchSplitter(wiring.Component):
         # The message's slots: slot n loads the input while it is the slot the next beat goes into (jh[n]),
         # taken or not (it is read only once filled, and then jh has moved on); slot 0 also while no message
         # is in progress and on a consumed end beat, which is where a new message's first beat comes from
-        # (a beat with no message in it is loaded again), but not while replaying: slot 0 then holds the
-        # beat being replayed (loaded when it was taken: a stall needs a parse, which loads slot 0).
+        # (a beat parsed but not consumed, or with no message in it, is loaded again). The enables are
+        # registers, not the parse.
         for n in range(_SLOTS - 1):
-            with m.If((jh[n] | ~in_msg | (end_here & go)) & ~replay if n == 0 else jh[n]):
+            with m.If(jh[n] | ((~in_msg | (end_here & go)) if n == 0 else 0)):
                 m.d.sync += buf[n].eq(w)
 
         # Three cases, told apart by registers; in the parse, every register takes its selected candidate's
@@ -273,18 +250,18 @@ class ItchSplitter(wiring.Component):
         with m.If(go):
             with m.If(in_msg & ~end_here):
                 # The message (or skip) runs past this beat.
-                m.d.sync += [kcnt.eq(kcnt - 1), end_here.eq(kcnt == 1), sop.eq(last_now),
-                             inc_truncated.eq(last_now)]
+                m.d.sync += [kcnt.eq(kcnt - 1), end_here.eq(kcnt == 1), sop.eq(last),
+                             inc_truncated.eq(last)]
                 with m.If(phase == _Phase.BODY):
                     m.d.sync += jh.eq(jh << 1)
                     with m.If(jh[0]):
                         m.d.sync += tbyte.eq(lane(0))     # a body that starts at lane 0 of this beat
-                with m.If(last_now):
+                with m.If(last):
                     m.d.sync += phase.eq(_Phase.LEN_HI)
             with m.Elif(in_msg & ~endvalid):
                 # The packet ended before the message did (a beat without its end byte is a last beat).
-                m.d.sync += [sop.eq(last_now), inc_truncated.eq(1)]
-                with m.If(last_now):
+                m.d.sync += [sop.eq(last), inc_truncated.eq(1)]
+                with m.If(last):
                     m.d.sync += phase.eq(_Phase.LEN_HI)
             with m.Else():
                 with m.If(in_msg & (phase == _Phase.BODY)):
@@ -293,7 +270,7 @@ class ItchSplitter(wiring.Component):
                 # The next prefix (none when the message ended at lane 7): its outcome decides the phase, the
                 # next candidate and the counters; what a new message needs is loaded whatever the outcome
                 # (it is only read in BODY/SKIP/LEN_LO, and the message being emitted has been read). A
-                # message lying wholly in this beat is emitted from it next cycle (the beat is replayed).
+                # message lying wholly in this beat is emitted from it next cycle (the beat is held).
                 m.d.sync += [
                     phase.as_value().eq(pick("phase", 2)), qh.eq(p_qh), sop.eq(p_sop),
                     inc_truncated.eq(pick("trunc")), inc_zero.eq(pick("o_zero")), inc_oversize.eq(pick("o_long")),

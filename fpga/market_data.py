@@ -47,13 +47,14 @@ class MarketDataPipeline(wiring.Component):
     Wiring: stream ports are joined with ``wiring.connect`` where their signatures agree (UDP ->
     MoldUDP64, splitter -> decoder -> book); the MoldUDP64 output carries ``user`` (the packet's first
     sequence number), which the splitter does not take, so that hop is joined field by field (data,
-    keep, last, valid, ready; ``user`` dropped). Two :class:`~.stream.SkidBuffer` stages register ready paths
-    that would otherwise cross blocks: one between the UDP and MoldUDP64 receivers (the MoldUDP64
-    receiver's ready), one between the decoder and the book (the book's ready depends on the op's type).
-    The splitter needs none in front of it: its ready is a function of registers (it takes a beat it must
-    parse twice and replays it itself), so the MoldUDP64 receiver's ready path ends at flip-flops of the
-    splitter and of the book's skid. Empty, a skid adds no cycle; at line rate the book never refuses an
-    op, so none fills. The MoldUDP64 receiver's sticky ``status.gap`` drives the book's ``stale`` input (so every TopOfBook row and lookup answer after a gap carries ``flags.stale``
+    keep, last, valid, ready; ``user`` dropped) into a :class:`~.stream.SkidBuffer` in front of the
+    splitter: its registered ``ready`` ends the combinational ready path of the splitter (which depends on
+    the beat it parses and on the decoder's and the book's ready) instead of letting it run back through
+    the MoldUDP64 and UDP receivers. A second skid between the UDP and MoldUDP64 receivers does the same
+    for the MoldUDP64 receiver's ready, and a third between the decoder and the book for the book's (which
+    depends on the op's type), so no ready path crosses more than one block. Empty, a skid adds no cycle;
+    at line rate the book never refuses an op, so none fills. The MoldUDP64 receiver's sticky ``status.gap`` drives the
+    book's ``stale`` input (so every TopOfBook row and lookup answer after a gap carries ``flags.stale``
     until the host strobes ``gap_clear``).
 
     Registers (plain inputs, for a CSR bank): every register input of the UDP filter under its own name
@@ -146,16 +147,18 @@ class MarketDataPipeline(wiring.Component):
         udp_skid = m.submodules.udp_skid = SkidBuffer(mold.i_stream.payload.shape())
         wiring.connect(m, udp.o_stream, udp_skid.i_stream)
         wiring.connect(m, udp_skid.o_stream, mold.i_stream)
-        # MoldUDP64 -> splitter: same byte stream, minus `user`. The splitter's ready is a function of
-        # registers (its replay state, its output's valid, the book skid's ready), so no skid is needed here:
-        # the splitter parses the MoldUDP64 receiver's output register directly.
+        # MoldUDP64 -> skid -> splitter: same byte stream, minus `user`. The skid registers the splitter's
+        # ready (which depends on the beat it parses, and on the decoder's and the book's), so that path
+        # ends here instead of running back through the MoldUDP64 and UDP receivers.
+        skid = m.submodules.skid = SkidBuffer(split.i_stream.payload.shape())
         m.d.comb += [
-            split.i_stream.payload.data.eq(mold.o_stream.payload.data),
-            split.i_stream.payload.keep.eq(mold.o_stream.payload.keep),
-            split.i_stream.payload.last.eq(mold.o_stream.payload.last),
-            split.i_stream.valid.eq(mold.o_stream.valid),
-            mold.o_stream.ready.eq(split.i_stream.ready),
+            skid.i_stream.payload.data.eq(mold.o_stream.payload.data),
+            skid.i_stream.payload.keep.eq(mold.o_stream.payload.keep),
+            skid.i_stream.payload.last.eq(mold.o_stream.payload.last),
+            skid.i_stream.valid.eq(mold.o_stream.valid),
+            mold.o_stream.ready.eq(skid.i_stream.ready),
         ]
+        wiring.connect(m, skid.o_stream, split.i_stream)
         wiring.connect(m, split.o_stream, dec.i_stream)
         # decoder -> skid -> book: the book's ready (a book op is not taken in the cycle after another, so it
         # depends on the op's type) ends here instead of fanning out into the splitter's state.
