@@ -68,10 +68,11 @@ PLACERS = ("heap", "static", "sa")
 #: densely that router1 has not finished it since 0a3c37d (over an hour, hundreds of arcs left), while the
 #: static placer's spread placement routes in minutes (docs/gateware.md, 07 Dec 2026).
 BLOCK_PLACERS = {"market_data": "static"}
-#: Submodules synthesised as their own module unless ``--keep`` names others: Yosys 0.70's WebAssembly ABC9
-#: exits on the flat pipeline since the splitter makes every register's next value per candidate (then
-#: classic ABC maps it, 27% more LUTs); with the splitter kept, ABC9 maps both (docs/gateware.md).
-BLOCK_KEEP = {"market_data": ("split",)}
+#: Submodules synthesised as their own module unless ``--keep`` names others (none by default: every block
+#: flat inside the harnessed DUT). ``--keep`` is for netlists on which Yosys 0.70's WebAssembly ABC9 exits
+#: (80852df's splitter in the pipeline mapped with ABC9 only with the splitter and the book kept;
+#: docs/gateware.md, 07 Dec 2026).
+BLOCK_KEEP: dict = {}
 
 
 def block_keep(name: str, keep: list | None) -> tuple:

@@ -39,9 +39,8 @@ class ItchSplitter(wiring.Component):
     message and its length prefix may start at any lane and span words.
 
     Structure (for Fmax): every lane's candidate length prefix is decoded in parallel from the beat (its
-    end beat and lane, zero/over-long, whether it ends in this beat), each makes every register's next
-    value as if it were the one, and one is selected one-hot (AND-OR, the last logic before the flip-flops)
-    by a register: the next prefix's candidate (the first kept lane at a packet's start); a message's beats are
+    end beat and lane, zero/over-long, whether it ends in this beat) and one is selected one-hot by the
+    registered lane of the next prefix (the first kept lane at a packet's start); a message's beats are
     kept as they come and rotated to byte 0 only into the output register; counters are bumped a cycle late.
 
     ``o_stream`` carries one :class:`~tickgate.fpga.book_records.ItchMessage` per message: its bytes
@@ -94,9 +93,8 @@ class ItchSplitter(wiring.Component):
         # --- state -------------------------------------------------------------------------------------------
         sop = Signal(init=1)                         # the next beat starts a packet
         phase = Signal(_Phase)
-        qh = Signal(BYTES + 1, init=1)               # one-hot: the candidate (below) parsed next: lane of the next
-                                                     # length prefix in the beat parsed next (PREFIX; BODY/SKIP:
-                                                     # the end beat), 8 in LEN_LO, 0 = none there
+        qh = Signal(BYTES)                           # one-hot: lane of the next length prefix in the beat parsed
+                                                     # next (PREFIX; BODY/SKIP: the end beat), 0 = none there
         eh = Signal(BYTES)                           # BODY/SKIP: one-hot lane of the last byte in the end beat
         end_here = Signal()                          # BODY/SKIP: the next beat is the end beat (kcnt == 0)
         kcnt = Signal(13)                            # BODY/SKIP: beats before the end beat
@@ -115,59 +113,37 @@ class ItchSplitter(wiring.Component):
         endvalid = (eh & kp).any()                   # the end beat holds the message's last byte
         parse = ((phase == _Phase.LEN_HI) | (phase == _Phase.LEN_LO) | (in_msg & end_here & endvalid))
         sel = Signal(BYTES + 1)
-        m.d.comb += sel.eq(Mux(sop, first_kept, qh))      # (a packet starts in LEN_HI)
+        m.d.comb += sel.eq(Mux(phase == _Phase.LEN_LO, 1 << BYTES, Mux(sop, first_kept, qh)))
 
-        def candidates(word, keep, lst):
-            """Every candidate of one beat (``word``, ``keep``, ``lst``: its last flag): its decode, its outcome,
-            and every register's next value were it the selected one (so the one-hot pick is the last step)."""
-            def byte(k):
-                return word.word_select(k, 8)
-            cands = []
-            for c in range(BYTES + 1):
-                if c == BYTES:
-                    ln, bs, here, two = Cat(byte(0), hi), 1, 1, 1
-                elif c == BYTES - 1:
-                    ln, bs, here, two = Cat(byte(c), byte(c)), c + 2, keep[c], 0
-                else:
-                    ln, bs, here, two = Cat(byte(c + 1), byte(c)), c + 2, keep[c], keep[c + 1]
-                here, two = Value.cast(here), Value.cast(two)
-                e = Signal(17, name=f"e{c}")
-                m.d.comb += e.eq(ln + (bs - 1))
-                lo7 = Signal(7, name=f"lo7_{c}")     # the low end of E without the long carry chain
-                m.d.comb += lo7.eq(ln[:6] + (bs - 1))
-                small = ln[6:] == 0
-                zero, long = ln == 0, ln > MAX_ITCH_LEN
-                d0, d1 = small & (lo7 < 8), small & (lo7[3:] == 1)
-                zmore = keep[bs] if bs < BYTES else Const(0)   # a zero length: is there more of this beat?
-                o_lo = here & ~two
-                o_zero = here & two & zero
-                o_long = here & two & ~zero & long
-                o_body = here & two & ~zero & ~long
-                stall = here & two & Mux(zero, zmore, ~long & d0)
-                # the next prefix's candidate: none here -> lane 0 of the next beat; a zero length -> the lane
-                # after it; a message or a skip -> the lane after its last byte (0: none in that beat)
-                after = (Const(2, BYTES + 1) << lo7[:3])[:BYTES]
-                znext = Const((1 << bs) & 0xFF, BYTES)
-                nqh = Mux(o_lo, 1 << BYTES,
-                          Mux(o_zero, Mux(zmore, znext, 1), Mux(o_long | o_body, after, 1)))
-                nphase = Mux(lst & ~stall, _Phase.LEN_HI,
-                             Mux(o_lo, _Phase.LEN_LO, Mux(o_long, _Phase.SKIP,
-                                                          Mux(o_body, _Phase.BODY, _Phase.LEN_HI))))
-                cands.append(dict(
-                    stall=stall, o_zero=o_zero, o_long=o_long,
-                    qh=nqh, phase=Value.cast(nphase), sop=lst & ~stall,
-                    trunc=lst & (o_lo | o_long | o_body & ~d0),
-                    len=ln[:6], eh=(Const(1, BYTES) << lo7[:3]), kcnt=Mux(d0, 0, (e - 8)[3:16]),
-                    end_here=d0 | d1, jh=Mux(Const(int(bs < BYTES)) & ~d0, 2, 1),
-                    byte=(byte(c) if c < BYTES else 0),              # the prefix's high byte (for LEN_LO)
-                    tbyte=(byte(bs) if bs < BYTES else 0),           # the body's first byte, if in this beat
-                ))
-            return cands
-
-        cands = candidates(w, kp, last)
-        bs_of = [c + 2 if c < BYTES else 1 for c in range(BYTES + 1)]
-        sel_none = Signal()                          # no candidate: the message ended at lane 7 (or no keep)
-        m.d.comb += sel_none.eq(~sel.any())
+        cands = []
+        for c in range(BYTES + 1):
+            if c == BYTES:
+                ln, bs, here, two = Cat(lane(0), hi), 1, 1, 1
+            elif c == BYTES - 1:
+                ln, bs, here, two = Cat(lane(c), lane(c)), c + 2, kp[c], 0
+            else:
+                ln, bs, here, two = Cat(lane(c + 1), lane(c)), c + 2, kp[c], kp[c + 1]
+            e = Signal(17, name=f"e{c}")
+            m.d.comb += e.eq(ln + (bs - 1))
+            lo7 = Signal(7, name=f"lo7_{c}")          # the low end of E without the long carry chain
+            m.d.comb += lo7.eq(ln[:6] + (bs - 1))
+            small = ln[6:] == 0
+            cands.append(dict(
+                len=ln, here=here, two=two, bs=bs, e=lo7,
+                zero=ln == 0, long=ln > MAX_ITCH_LEN,
+                d0=small & (lo7 < 8), d1=small & (lo7[3:] == 1),
+                kc=(e - 8)[3:16],
+                # a zero length: is there more of this beat after it?
+                zmore=(kp[bs] if bs < BYTES else 0),
+            ))
+            cd = cands[-1]
+            # The outcome, per candidate (selected one-hot below: short paths to the few registers it drives).
+            cd["o_none"] = ~Value.cast(here)
+            cd["o_lo"] = here & ~Value.cast(two)
+            cd["o_zero"] = here & two & cd["zero"]
+            cd["o_long"] = here & two & ~cd["zero"] & cd["long"]
+            cd["o_body"] = here & two & ~cd["zero"] & ~cd["long"]
+            cd["stall"] = here & two & Mux(cd["zero"], cd["zmore"], ~cd["long"] & cd["d0"])
 
         def pick(key, width=1):
             terms = []
@@ -177,10 +153,24 @@ class ItchSplitter(wiring.Component):
                 terms.append(v & sel[c].replicate(width))
             return _or(terms)
 
-        def pick_const(values, width):
-            return _or([Const(v, width) & sel[c].replicate(width) for c, v in enumerate(values)])
-
-        n_first = pick_const([bs % BYTES for bs in bs_of], 3)
+        o_none, o_lo, o_zero, o_long, o_body = (pick(k) for k in ("o_none", "o_lo", "o_zero", "o_long", "o_body"))
+        # (with no candidate selected, e.g. a message ending at lane 7: none)
+        o_none = o_none | (sel == 0)
+        n_len = pick("len", 16)
+        n_d0 = pick("d0")
+        n_d1 = pick("d1")
+        n_kc = pick("kc", 13)
+        n_e3 = pick("e", 3)                          # lane of the last byte
+        n_hi = _or([lane(c) & sel[c].replicate(8) for c in range(BYTES)])
+        n_first = _or([Const((cands[c]["bs"]) % BYTES, 3) & sel[c].replicate(3) for c in range(BYTES + 1)])
+        n_body_here = _or([Const(int(cands[c]["bs"] < BYTES), 1) & sel[c] for c in range(BYTES + 1)])
+        n_zmore = pick("zmore")
+        n_znext = _or([Const((1 << cands[c]["bs"]) & 0xFF, BYTES) & sel[c].replicate(BYTES)
+                       for c in range(BYTES + 1)])   # one-hot lane after a zero length (0: the next beat)
+        eh_new = Signal(BYTES)
+        m.d.comb += eh_new.eq(Const(1, BYTES) << n_e3)
+        qh_new = Signal(BYTES)                       # lane after the message's end (0: next beat, lane 0)
+        m.d.comb += qh_new.eq((Const(2, BYTES + 1) << n_e3)[:BYTES])
 
         # --- the message: slots 0..j-1 from `buf`, slot j the current beat; rotate by `first`, mask -----------
         view = Signal(8 * BYTES * _SLOTS)
@@ -196,6 +186,8 @@ class ItchSplitter(wiring.Component):
         # except for a message that starts at lane 0 of the beat it ends in (`first_live`): at most 8 bytes,
         # shorter than every ITCH type, so only `type_known` looks at that lane.
         tbyte = Signal(8)
+        n_tbyte = _or([lane(cands[c]["bs"]) & sel[c].replicate(8) for c in range(BYTES + 1)
+                       if cands[c]["bs"] < BYTES])
         first0 = Signal(init=1)                      # first == 0, loaded with it
         first_live = Signal()
         m.d.comb += first_live.eq(jh[0] & first0)
@@ -208,9 +200,6 @@ class ItchSplitter(wiring.Component):
         go = i.valid & can_out
         stall = Signal()                             # this beat needs another cycle (the next block ends in it)
         m.d.comb += stall.eq(parse & pick("stall"))
-        # With no candidate selected every pick is 0: the next prefix is at lane 0 of the next beat.
-        p_qh = pick("qh", BYTES + 1) | sel_none
-        p_sop = pick("sop") | sel_none & last
         m.d.comb += i.ready.eq(can_out & ~stall)
 
         with m.If(o.ready):
@@ -236,6 +225,11 @@ class ItchSplitter(wiring.Component):
         inc_zero = count_strobe(m, self.zero_length, name="inc_zero")
         inc_oversize = count_strobe(m, self.oversize, name="inc_oversize")
 
+        def packet_end(truncated):
+            """The beat is the packet's last (and is consumed): count a truncation (the restart at the next
+            packet is done below for every consumed last beat)."""
+            return [inc_truncated.eq(1)] if truncated is not None else []
+
         # The message's slots: slot n loads the input while it is the slot the next beat goes into (jh[n]),
         # taken or not (it is read only once filled, and then jh has moved on); slot 0 also while no message
         # is in progress and on a consumed end beat, which is where a new message's first beat comes from
@@ -245,40 +239,52 @@ class ItchSplitter(wiring.Component):
             with m.If(jh[n] | ((~in_msg | (end_here & go)) if n == 0 else 0)):
                 m.d.sync += buf[n].eq(w)
 
-        # Three cases, told apart by registers; in the parse, every register takes its selected candidate's
-        # value (made per candidate above), so the one-hot pick is the last logic before the flip-flops.
         with m.If(go):
+            m.d.sync += sop.eq(last & ~stall)
             with m.If(in_msg & ~end_here):
                 # The message (or skip) runs past this beat.
-                m.d.sync += [kcnt.eq(kcnt - 1), end_here.eq(kcnt == 1), sop.eq(last),
-                             inc_truncated.eq(last)]
+                m.d.sync += [kcnt.eq(kcnt - 1), end_here.eq(kcnt == 1)]
                 with m.If(phase == _Phase.BODY):
                     m.d.sync += jh.eq(jh << 1)
                     with m.If(jh[0]):
                         m.d.sync += tbyte.eq(lane(0))     # a body that starts at lane 0 of this beat
                 with m.If(last):
-                    m.d.sync += phase.eq(_Phase.LEN_HI)
+                    m.d.sync += packet_end(1)
             with m.Elif(in_msg & ~endvalid):
-                # The packet ended before the message did (a beat without its end byte is a last beat).
-                m.d.sync += [sop.eq(last), inc_truncated.eq(1)]
-                with m.If(last):
-                    m.d.sync += phase.eq(_Phase.LEN_HI)
+                # The packet ended before the message did.
+                m.d.sync += packet_end(1)
             with m.Else():
                 with m.If(in_msg & (phase == _Phase.BODY)):
                     m.d.sync += [o.valid.eq(1), o.payload.seq.eq(o.payload.seq + 1)]   # the previous seq + 1
                     m.d.comb += emit.eq(1)
-                # The next prefix (none when the message ended at lane 7): its outcome decides the phase, the
-                # next candidate and the counters; what a new message needs is loaded whatever the outcome
-                # (it is only read in BODY/SKIP/LEN_LO, and the message being emitted has been read). A
-                # message lying wholly in this beat is emitted from it next cycle (the beat is held).
-                m.d.sync += [
-                    phase.as_value().eq(pick("phase", 2)), qh.eq(p_qh), sop.eq(p_sop),
-                    inc_truncated.eq(pick("trunc")), inc_zero.eq(pick("o_zero")), inc_oversize.eq(pick("o_long")),
-                    length.eq(pick("len", 6)), first.eq(n_first), first0.eq(n_first == 0),
-                    eh.eq(pick("eh", BYTES)), hi.eq(pick("byte", 8)), tbyte.eq(pick("tbyte", 8)),
-                    kcnt.eq(pick("kcnt", 13)), end_here.eq(pick("end_here")),
-                    jh.eq(pick("jh", 2) | sel_none),
-                ]
+                # What a new message needs is loaded whatever the prefix turns out to be (it is only read in
+                # BODY/SKIP/LEN_LO, and the message being emitted has been read this cycle): only the
+                # phase, the next prefix lane and the counters depend on the outcome (short paths, few loads).
+                m.d.sync += [length.eq(n_len[:6]), first.eq(n_first), first0.eq(n_first == 0), eh.eq(eh_new),
+                             hi.eq(n_hi), tbyte.eq(n_tbyte), kcnt.eq(Mux(n_d0, 0, n_kc)),
+                             end_here.eq(n_d0 | n_d1),
+                             jh.eq(Mux(n_body_here & ~n_d0, 2, 1))]
+                # A length prefix at the selected lane (none when the message ended at lane 7).
+                with m.If(o_none):
+                    m.d.sync += [phase.eq(_Phase.LEN_HI), qh.eq(1)]
+                with m.Elif(o_lo):
+                    m.d.sync += phase.eq(_Phase.LEN_LO)
+                    with m.If(last):
+                        m.d.sync += packet_end(1)
+                with m.Elif(o_zero):
+                    m.d.sync += [phase.eq(_Phase.LEN_HI), inc_zero.eq(1), qh.eq(Mux(n_zmore, n_znext, 1))]
+                with m.Elif(o_long):
+                    m.d.sync += [phase.eq(_Phase.SKIP), qh.eq(qh_new), inc_oversize.eq(1)]
+                    with m.If(last):
+                        m.d.sync += packet_end(1)
+                with m.Else():
+                    # A message; with n_d0 it lies wholly in this beat and is emitted next cycle from it (held).
+                    m.d.sync += [phase.eq(_Phase.BODY), qh.eq(qh_new)]
+                    with m.If(last & ~n_d0):
+                        m.d.sync += packet_end(1)
+            # Every consumed last beat ends the packet (a held beat is parsed again next cycle).
+            with m.If(last & ~stall):
+                m.d.sync += phase.eq(_Phase.LEN_HI)
 
         return m
 

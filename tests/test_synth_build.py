@@ -2,7 +2,8 @@
 
 Marked ``synth``: runs only with ``--run-synth`` (about a minute per block). Asserts that every front-end block
 synthesises and routes, uses no EBR/DSP, and meets its Fmax floor: a little below the figure measured for
-docs/gateware.md, so a regression fails (every block's is at least the 156.25 MHz target).
+docs/gateware.md, so a regression fails (every block's is at least the 156.25 MHz target but itch_split's:
+see FMAX_FLOOR).
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from .benchmark_scripts import load
 pytestmark = [pytest.mark.synth, pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 #: Floors below the figures measured for docs/gateware.md (same seed, same tools, signature-register
-#: harness: udp_rx 168.3, mold_rx 171.5, itch_split 172.2, itch_decode 318.9 MHz), leaving 3-7 % for
-#: placement noise from small design changes (itch_split measured 160.6 and 168.1 at seeds 2 and 3).
-FMAX_FLOOR = {"udp_rx": 160.0, "mold_rx": 160.0, "itch_split": 160.0, "itch_decode": 300.0}
+#: harness: udp_rx 168.3, mold_rx 171.5, itch_split 151.6, itch_decode 318.9 MHz), leaving 3-6 % for
+#: placement noise from small design changes. itch_split's is below the 156.25 MHz target: its output
+#: enables (one copy of `valid` per 64 bits) cost the block alone 151.6 / 159.6 / 160.8 MHz at seeds 1-3
+#: and gave the pipeline 143.4 / 128.5 / 142.9; with 128-bit chunks (158fbb0) the block measured 162.4 /
+#: 154.0 / 164.5 and the pipeline 130.3 / - / 133.3, so the pipeline decides.
+FMAX_FLOOR = {"udp_rx": 160.0, "mold_rx": 160.0, "itch_split": 146.0, "itch_decode": 300.0}
 
 
 @pytest.fixture(scope="module")
