@@ -484,7 +484,7 @@ def main(argv=None) -> int:
                     help="LUT mapping: abc9 (synth_ecp5 as is), abc (classic ABC), auto (abc9, else abc)")
     ap.add_argument("--keep", action="append", metavar="SUBMODULE",
                     help="keep this submodule's hierarchy (mapped as alone), repeatable; 'none' keeps none "
-                         f"(default: {', '.join(f'{b}: {s}' for b, v in BLOCK_KEEP.items() for s in v)}; "
+                         f"(default: {', '.join(f'{b}: {s}' for b, v in BLOCK_KEEP.items() for s in v) or 'none'}; "
                          "the flat ABC9 run exits on some netlists, docs/gateware.md)")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
