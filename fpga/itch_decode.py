@@ -93,10 +93,11 @@ class ItchDecoder(wiring.Component):
     :func:`~tickgate.fpga.book_records.classify` does. A message of a known type whose ``length`` is not
     its type's specification length (``type_known`` and no ``type_ok`` bit) is counted in ``malformed``;
     one whose type byte is unknown is counted in ``unknown``; both are emitted as ``OTHER`` (with ``seq``
-    and ``locate``) so downstream numbering stays aligned. ``ref`` is bytes :data:`REF_OFFSET`..+7 and ``new_ref`` bytes :data:`NEW_REF_OFFSET`..+7 of
-    every message whatever its type (the order references of A F E C X D U, where all of them keep them;
-    don't-cares for other kinds): a consumer that hashes them, like the book's order-table read address,
-    then has no type decode in front of the hash. ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
+    and ``locate``) so downstream numbering stays aligned. ``ref`` is bytes :data:`REF_OFFSET`..+7 and
+    ``new_ref`` bytes :data:`NEW_REF_OFFSET`..+7 of every message whatever its type (the order references
+    of A F E C X D U, where all of them keep them; don't-cares for other kinds): a consumer that hashes
+    them, like the book's order-table read address, then has no type decode in front of the hash.
+    ``counts[n]`` counts the well-formed messages of type :data:`TYPE_CODES`\\ ``[n]``.
 
     Latency (:attr:`latency`): with ``registered=True`` (the default) :data:`LATENCY` = 1 cycle, one
     register stage that holds while ``o_stream`` is not ready (``i_stream.ready = ~o_stream.valid |

@@ -3,6 +3,9 @@
 See :class:`ItchSplitter`.
 """
 
+import functools
+import operator
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -290,7 +293,4 @@ class ItchSplitter(wiring.Component):
 
 
 def _or(terms):
-    result = terms[0]
-    for t in terms[1:]:
-        result = result | t
-    return result
+    return functools.reduce(operator.or_, terms)

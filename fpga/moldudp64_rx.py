@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -334,10 +337,7 @@ class MoldUDP64Receiver(wiring.Component):
                 v = cands[c][key]
                 v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
                 terms.append(v & sel[c].replicate(width))
-            result = terms[0]
-            for t in terms[1:]:
-                result = result | t
-            return result
+            return functools.reduce(operator.or_, terms)
 
         c_here = pick("here")                             # the block's first byte is in this beat
         c_two = pick("two")                               # and its whole length
