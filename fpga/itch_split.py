@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from ..wire import itch
 from .book_records import MAX_ITCH_LEN, TYPE_CODES, ItchMessage
 from .counters import count_strobe
-from .stream import BYTES, ByteStream, popcount_keep
+from .stream import BYTES, ByteStream, length_prefixes, onehot_pick, popcount_keep
 
 __all__ = ["ItchSplitter", "LATENCY"]
 
@@ -119,13 +119,7 @@ class ItchSplitter(wiring.Component):
         m.d.comb += sel.eq(Mux(phase == _Phase.LEN_LO, 1 << BYTES, Mux(sop, first_kept, qh)))
 
         cands = []
-        for c in range(BYTES + 1):
-            if c == BYTES:
-                ln, bs, here, two = Cat(lane(0), hi), 1, 1, 1
-            elif c == BYTES - 1:
-                ln, bs, here, two = Cat(lane(c), lane(c)), c + 2, kp[c], 0
-            else:
-                ln, bs, here, two = Cat(lane(c + 1), lane(c)), c + 2, kp[c], kp[c + 1]
+        for c, (ln, bs, here, two) in enumerate(length_prefixes(w, kp, hi)):
             e = Signal(17, name=f"e{c}")
             m.d.comb += e.eq(ln + (bs - 1))
             lo7 = Signal(7, name=f"lo7_{c}")          # the low end of E without the long carry chain
@@ -149,12 +143,7 @@ class ItchSplitter(wiring.Component):
             cd["stall"] = here & two & Mux(cd["zero"], cd["zmore"], ~cd["long"] & cd["d0"])
 
         def pick(key, width=1):
-            terms = []
-            for c in range(BYTES + 1):
-                v = cands[c][key]
-                v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
-                terms.append(v & sel[c].replicate(width))
-            return _or(terms)
+            return onehot_pick(sel, [cd[key] for cd in cands], width)
 
         o_none, o_lo, o_zero, o_long, o_body = (pick(k) for k in ("o_none", "o_lo", "o_zero", "o_long", "o_body"))
         # (with no candidate selected, e.g. a message ending at lane 7: none)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import operator
-
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .counters import count as count_event
 from .stream import BYTES as BYTES_PER_BEAT
-from .stream import ByteStream, popcount_keep
+from .stream import ByteStream, length_prefixes, onehot_pick, popcount_keep
 
 __all__ = ["MoldUDP64Receiver", "MOLD_COUNTERS", "MIN_MESSAGE", "LATENCY", "LATENCY_MAX"]
 
@@ -316,13 +313,7 @@ class MoldUDP64Receiver(wiring.Component):
         sel = Signal(BYTES_PER_BEAT + 1)                  # candidate: lanes 0..7, 8 = the straddling length
         m.d.comb += sel.eq(Mux(short, 0, Mux(hi_pend, 1 << BYTES_PER_BEAT, Mux(w_here, wl, 0))))
         cands = []
-        for c in range(BYTES_PER_BEAT + 1):
-            if c == BYTES_PER_BEAT:
-                ln, bs, here, two = Cat(lane(0), hi), 1, 1, 1
-            elif c == BYTES_PER_BEAT - 1:
-                ln, bs, here, two = Cat(lane(c), lane(c)), c + 2, kp[c], 0
-            else:
-                ln, bs, here, two = Cat(lane(c + 1), lane(c)), c + 2, kp[c], kp[c + 1]
+        for c, (ln, bs, here, two) in enumerate(length_prefixes(cur, kp, hi)):
             off = Signal(17, name=f"off{c}")              # next block's offset from lane 0 of this beat
             m.d.comb += off.eq(ln + bs)
             lo7 = Signal(7, name=f"lo7_{c}")              # its low end without the long carry chain
@@ -332,12 +323,7 @@ class MoldUDP64Receiver(wiring.Component):
                               nk1=small & (lo7[3:] == 1), nk2=small & (lo7[3:] == 2), wk=(off - 8)[3:16]))
 
         def pick(key, width=1):
-            terms = []
-            for c in range(BYTES_PER_BEAT + 1):
-                v = cands[c][key]
-                v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
-                terms.append(v & sel[c].replicate(width))
-            return functools.reduce(operator.or_, terms)
+            return onehot_pick(sel, [cd[key] for cd in cands], width)
 
         c_here = pick("here")                             # the block's first byte is in this beat
         c_two = pick("two")                               # and its whole length

@@ -20,11 +20,15 @@ component whose stream ports use it, exposing ``s_axis_t*`` / ``m_axis_t*`` port
 
 from __future__ import annotations
 
+import functools
+import operator
+
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, ShapeCastable, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BYTES", "byte_layout", "ByteStream", "AXIStreamTop", "SkidBuffer", "popcount_keep", "keep_mask"]
+__all__ = ["BYTES", "byte_layout", "ByteStream", "AXIStreamTop", "SkidBuffer", "popcount_keep", "keep_mask",
+           "length_prefixes", "onehot_pick"]
 
 #: Bytes per beat of the market-data datapath (64-bit).
 BYTES = 8
@@ -52,6 +56,39 @@ def keep_mask(n, width: int = BYTES):
     if isinstance(n, int):
         return Const((1 << n) - 1, width)
     return ((Const(1, 1) << n) - 1).as_unsigned()[:width]
+
+
+def length_prefixes(data, keep, hi):
+    """Every place a big-endian u16 length prefix may sit in a beat of ``data``/``keep`` (``BYTES`` lanes),
+    for parsers that decode them all in parallel and pick one: a list of ``(length, body, here, whole)`` for
+    candidate c = 0..BYTES. Candidates 0..BYTES-2: the prefix at lanes c, c+1; BYTES-1: its high byte at the
+    last lane (``length`` meaningless, ``whole`` 0); BYTES: ``hi`` (a high byte saved from the previous beat)
+    and lane 0. ``body`` is the lane after the prefix (an int), ``here`` whether its first byte is kept,
+    ``whole`` whether both are."""
+    width = len(keep)
+
+    def lane(k):
+        return data.word_select(k, 8)
+
+    cands = []
+    for c in range(width + 1):
+        if c == width:
+            cands.append((Cat(lane(0), hi), 1, 1, 1))
+        elif c == width - 1:
+            cands.append((Cat(lane(c), lane(c)), c + 2, keep[c], 0))
+        else:
+            cands.append((Cat(lane(c + 1), lane(c)), c + 2, keep[c], keep[c + 1]))
+    return cands
+
+
+def onehot_pick(sel, values, width: int = 1):
+    """The value of ``values`` (Values or ints, ``width`` bits each) whose bit of ``sel`` is set, as an AND-OR
+    (0 when none is; at most one may be)."""
+    terms = []
+    for c, v in enumerate(values):
+        v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
+        terms.append(v & sel[c].replicate(width))
+    return functools.reduce(operator.or_, terms)
 
 
 def popcount_keep(keep):

@@ -1,12 +1,14 @@
 """SkidBuffer (fpga/stream.py): order and completeness under random valid/ready, ready from a register,
-latency 0 while empty. Amaranth's simulator (the block is small)."""
+latency 0 while empty; the length-prefix candidates and one-hot pick the parsers share. Amaranth's
+simulator (the blocks are small)."""
 
 import random
 
 import pytest
+from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
-from tickgate.fpga.stream import SkidBuffer
+from tickgate.fpga.stream import SkidBuffer, length_prefixes, onehot_pick
 
 
 @pytest.mark.parametrize("chunk", [64, 5])       # 5: the payload's bypass mux in four parts, four copies
@@ -75,3 +77,29 @@ def test_skid_bad_shape():
 def test_skid_bad_chunk(chunk):
     with pytest.raises(TypeError, match="chunk"):
         SkidBuffer(8, chunk=chunk)
+
+
+def test_length_prefixes_and_onehot_pick():
+    data, keep, hi, sel = Signal(64), Signal(8), Signal(8), Signal(9)
+    cands = length_prefixes(data, keep, hi)
+    assert [body for _, body, _, _ in cands] == [2, 3, 4, 5, 6, 7, 8, 9, 1]
+    m_sel = onehot_pick(sel, [ln for ln, _, _, _ in cands], 16)
+    whole = onehot_pick(sel, [w for _, _, _, w in cands])
+
+    async def bench(ctx):
+        ctx.set(data, int.from_bytes(bytes(range(0x10, 0x18)), "little"))
+        ctx.set(keep, 0b0111_1111)
+        ctx.set(hi, 0xAB)
+        for c, want in [(0, 0x1011), (3, 0x1314), (8, 0xAB10), (6, 0x1617)]:
+            ctx.set(sel, 1 << c)
+            assert ctx.get(m_sel) == want, c
+        ctx.set(sel, 1 << 6)                 # lanes 6, 7: lane 7 not kept
+        assert ctx.get(whole) == 0
+        ctx.set(sel, 1 << 5)
+        assert ctx.get(whole) == 1
+        ctx.set(sel, 0)
+        assert ctx.get(m_sel) == 0
+
+    sim = Simulator(Module())
+    sim.add_testbench(bench)
+    sim.run()
