@@ -213,8 +213,16 @@ BLOCKS = {
 
 # --- harness ----------------------------------------------------------------------------------------------
 
-def harness(dut):
+RESETS = ("pin", "global")
+
+
+def harness(dut, reset: str = "pin"):
     """An Elaboratable with ports clk/rst (the sync domain), sin and sout around ``dut``.
+
+    ``reset``: "pin", the sync domain's reset is the ``rst`` pin (an I/O path, not timed into Fmax, routed
+    over the fabric to every flip-flop's LSR); "global", as a board would do it: the pin through a two-flop
+    synchroniser (no reset of its own) into a DCCA, so the reset reaches the flip-flops on a global clock
+    network and its paths start at a register (timed). The returned ports then include ``clk`` and ``rst``.
 
     Inputs: a serial-in shift register. Outputs: a signature register, ``sig[i] <= sig[i + 1] ^ out[i]``,
     shifted out at ``sout``: every output bit reaches a pin (nothing is optimised away), each through one
@@ -223,17 +231,29 @@ def harness(dut):
     router had to fit around the design). It is a structural sink, not a fault signature: delayed copies
     of one bit can cancel in it (tests/test_bench_harness.py), which costs nothing here because the DUT
     keeps its hierarchy and synthesis does no sequential equivalence across it."""
-    from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
+    from amaranth.hdl import Cat, ClockDomain, Elaboratable, Instance, Module, Signal, Value
     from amaranth.lib.wiring import In
+
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {', '.join(RESETS)}, not {reset!r}")
 
     class Harness(Elaboratable):
         def __init__(self):
             self.sin = Signal()
             self.sout = Signal()
+            self.clk = Signal(name="clk")
+            self.rst = Signal(name="rst")
 
         def elaborate(self, platform):
             m = Module()
             m.submodules.dut = dut
+            if reset == "global":
+                m.domains.sync = sync = ClockDomain("sync")
+                m.domains.rst_sync = rs = ClockDomain("rst_sync", reset_less=True)
+                meta = Signal(2, name="rst_meta")
+                m.d.comb += [sync.clk.eq(self.clk), rs.clk.eq(self.clk)]
+                m.d.rst_sync += meta.eq(Cat(self.rst, meta[0]))
+                m.submodules.rst_dcca = Instance("DCCA", i_CLKI=meta[1], i_CE=1, o_CLKO=sync.rst)
             ins, outs = [], []
             for path, member, value in dut.signature.flatten(dut):
                 (ins if member.flow == In else outs).append(Value.cast(value))
@@ -253,7 +273,7 @@ def harness(dut):
             return m
 
     h = Harness()
-    return h, [h.sin, h.sout]
+    return h, ([h.sin, h.sout] if reset == "pin" else [h.clk, h.rst, h.sin, h.sout])
 
 
 LPF = """\
@@ -321,15 +341,16 @@ def _module_stats(stat_text: str, module: str, *, with_submodules: bool = False)
 
 def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mapper: str = "auto",
           timeout: float = TIMEOUT, pnr: bool = True, pnr_options: PnrOptions = PnrOptions(),
-          keep: tuple = ()) -> Result:
+          keep: tuple = (), reset: str = "pin") -> Result:
     """Synthesise and place-and-route ``component`` (a wiring.Component); returns a :class:`Result`.
-    ``pnr=False``: synthesis only (resources; no Fmax). ``keep``: see :func:`_yosys_script`."""
+    ``pnr=False``: synthesis only (resources; no Fmax). ``keep``: see :func:`_yosys_script`; ``reset``: see
+    :func:`harness`."""
     from amaranth.back import rtlil
 
     res = Result(block=name)
     d = workdir / name
     d.mkdir(parents=True, exist_ok=True)
-    h, ports = harness(component)
+    h, ports = harness(component, reset)
     top = f"bench_{name}"
     (d / "design.il").write_text(rtlil.convert(h, name=top, ports=ports, emit_src=False))
     dut_module = f"{top}.dut"
@@ -347,7 +368,8 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
             if attempt == "abc" or mapper != "auto":
                 raise
             continue
-        res.synth_options = attempt + "".join(f", {sub} kept" for sub in keep)
+        res.synth_options = (attempt + "".join(f", {sub} kept" for sub in keep) +
+                             (", reset on a global" if reset == "global" else ""))
         break
     cells = _module_stats((d / "stat.txt").read_text(), dut_module, with_submodules=bool(keep))
     res.lut4 = (cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 2 * cells.get("TRELLIS_DPR16X4", 0))
@@ -418,7 +440,7 @@ def failing_endpoints(report: dict, mhz: float, top: int = 25, ceiling: float | 
 
 def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | None = None,
             pnr: bool = True, pnr_options: PnrOptions = PnrOptions(), timeout: float = TIMEOUT,
-            keep: tuple = ()) -> Result:
+            keep: tuple = (), reset: str = "pin") -> Result:
     res = Result(block=name)
     try:
         component, params, latency = BLOCKS[name](book) if name in BOOK_BLOCKS else BLOCKS[name]()
@@ -427,7 +449,7 @@ def measure(name: str, *, workdir: Path, mhz: float, mapper: str, book: dict | N
         return res
     try:
         res = build(name, component, workdir=workdir, mhz=mhz, mapper=mapper, pnr=pnr, pnr_options=pnr_options,
-                    timeout=timeout, keep=keep)
+                    timeout=timeout, keep=keep, reset=reset)
     except Exception as e:
         res.error = f"{type(e).__name__}: {e}"[:2000]
         if not isinstance(e, (RuntimeError, subprocess.TimeoutExpired)):
@@ -492,6 +514,8 @@ def main(argv=None) -> int:
     ap.add_argument("--book", metavar="NAME=N[,NAME=N...]",
                     help="size the book of market_book/market_data, e.g. capacity=2048,symbols=128,depth=8 "
                          "(names as `tickgate replay --book`)")
+    ap.add_argument("--reset", default="pin", choices=RESETS,
+                    help="the harness's reset: straight from a pin (default), or registered onto a global network")
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only: resources, no Fmax")
     ap.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
     ap.add_argument("--router", default=ROUTER, choices=ROUTERS, help="nextpnr router")
@@ -519,7 +543,7 @@ def main(argv=None) -> int:
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
                                pnr=not args.no_pnr, pnr_options=block_pnr_options(n, pnr_options, args.placer),
-                               timeout=args.timeout, keep=block_keep(n, args.keep))
+                               timeout=args.timeout, keep=block_keep(n, args.keep), reset=args.reset)
                    for n in names]
         results = [f.result() for f in futures]
     print(table(results, markdown=args.markdown))

@@ -182,3 +182,20 @@ def test_failing_endpoints_group_the_pins_over_the_period_by_register():
     assert bench._register_name("dut.inc_C_CCU2C_A0_S1$CCU2_COMB1") == "dut.inc_C"
     # every run asks nextpnr for the arrivals
     assert "--detailed-timing-report" in bench.PnrOptions().args()
+
+
+def test_the_reset_can_come_registered_on_a_global_network():
+    # --reset global: the pin through a two-flop synchroniser (no reset of its own) into a DCCA that drives
+    # the sync domain's reset, so the reset's paths start at a register and use a global clock network
+    from amaranth.back import rtlil
+    bench = load("bench_synth")
+    h, ports = bench.harness(_AddFive(), "global")
+    assert [p.name for p in ports] == ["clk", "rst", "sin", "sout"]
+    text = rtlil.convert(h, name="bench_addfive", ports=ports, emit_src=False)
+    assert "cell \\DCCA" in text
+    assert text.count("cell $dff ") >= 1 and "rst_meta" in text
+    # the DUT's registers are reset by the DCCA's output, not by the pin
+    dcca = text[text.index("cell \\DCCA"):].split("end\n", 1)[0]
+    assert "connect \\CLKI" in dcca and "connect \\CLKO" in dcca
+    with pytest.raises(ValueError, match="reset"):
+        bench.harness(None, "async")
