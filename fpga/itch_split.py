@@ -120,6 +120,8 @@ class ItchSplitter(wiring.Component):
 
         cands = []
         for c, (ln, bs, here, two) in enumerate(length_prefixes(w, kp, hi)):
+            e = Signal(17, name=f"e{c}")
+            m.d.comb += e.eq(ln + (bs - 1))
             lo7 = Signal(7, name=f"lo7_{c}")          # the low end of E without the long carry chain
             m.d.comb += lo7.eq(ln[:6] + (bs - 1))
             small = ln[6:] == 0
@@ -127,11 +129,7 @@ class ItchSplitter(wiring.Component):
                 len=ln, here=here, two=two, bs=bs, e=lo7,
                 zero=ln == 0, long=ln > MAX_ITCH_LEN,
                 d0=small & (lo7 < 8), d1=small & (lo7[3:] == 1),
-                kc=(ln + (bs - 9))[3:16],                # (E - 8) / 8: one adder
-                # one-hot lane of the last byte, and of the byte after it (0: the next beat), decoded per
-                # candidate before the pick (one level less after it)
-                eh=(Const(1, BYTES) << lo7[:3]),
-                qh=(Const(2, BYTES + 1) << lo7[:3])[:BYTES],
+                kc=(e - 8)[3:16],
                 # a zero length: is there more of this beat after it?
                 zmore=(kp[bs] if bs < BYTES else 0),
             ))
@@ -143,7 +141,6 @@ class ItchSplitter(wiring.Component):
             cd["o_long"] = here & two & ~cd["zero"] & cd["long"]
             cd["o_body"] = here & two & ~cd["zero"] & ~cd["long"]
             cd["stall"] = here & two & Mux(cd["zero"], cd["zmore"], ~cd["long"] & cd["d0"])
-            cd["kc0"] = Mux(cd["d0"], 0, cd["kc"])       # beats before the end beat
 
         def pick(key, width=1):
             return onehot_pick(sel, [cd[key] for cd in cands], width)
@@ -154,15 +151,18 @@ class ItchSplitter(wiring.Component):
         n_len = pick("len", 16)
         n_d0 = pick("d0")
         n_d1 = pick("d1")
-        n_kc = pick("kc0", 13)
+        n_kc = pick("kc", 13)
+        n_e3 = pick("e", 3)                          # lane of the last byte
         n_hi = onehot_pick(sel, [lane(c) for c in range(BYTES)], 8)
         n_first = onehot_pick(sel, [cd["bs"] % BYTES for cd in cands], 3)
         n_body_here = onehot_pick(sel, [int(cd["bs"] < BYTES) for cd in cands])
         n_zmore = pick("zmore")
         # one-hot lane after a zero length (0: the next beat)
         n_znext = onehot_pick(sel, [(1 << cd["bs"]) & 0xFF for cd in cands], BYTES)
-        eh_new = pick("eh", BYTES)
-        qh_new = pick("qh", BYTES)                   # lane after the message's end (0: next beat, lane 0)
+        eh_new = Signal(BYTES)
+        m.d.comb += eh_new.eq(Const(1, BYTES) << n_e3)
+        qh_new = Signal(BYTES)                       # lane after the message's end (0: next beat, lane 0)
+        m.d.comb += qh_new.eq((Const(2, BYTES + 1) << n_e3)[:BYTES])
 
         # --- the message: slots 0..j-1 from `buf`, slot j the current beat; rotate by `first`, mask -----------
         view = Signal(8 * BYTES * _SLOTS)
@@ -231,15 +231,6 @@ class ItchSplitter(wiring.Component):
             with m.If(jh[n] | ((~in_msg | (end_here & go)) if n == 0 else 0)):
                 m.d.sync += buf[n].eq(w)
 
-        # What a new message needs is loaded on every consumed beat that may start one, whatever the prefix
-        # turns out to be (it is only read in BODY/SKIP/LEN_LO, and the message being emitted has been read
-        # this cycle), also from an end beat the packet ends before (a truncation: the phase restarts at the
-        # next packet, which loads them again): the enable has no parse in it, only registers and `go`.
-        with m.If(go & (~in_msg | end_here)):
-            m.d.sync += [length.eq(n_len[:6]), first.eq(n_first), first0.eq(n_first == 0), eh.eq(eh_new),
-                         hi.eq(n_hi), tbyte.eq(n_tbyte), kcnt.eq(n_kc), end_here.eq(n_d0 | n_d1),
-                         jh.eq(Mux(n_body_here & ~n_d0, 2, 1))]
-
         with m.If(go):
             m.d.sync += sop.eq(last & ~stall)
             with m.If(in_msg & ~end_here):
@@ -258,6 +249,13 @@ class ItchSplitter(wiring.Component):
                 with m.If(in_msg & (phase == _Phase.BODY)):
                     m.d.sync += [o.valid.eq(1), o.payload.seq.eq(o.payload.seq + 1)]   # the previous seq + 1
                     m.d.comb += emit.eq(1)
+                # What a new message needs is loaded whatever the prefix turns out to be (it is only read in
+                # BODY/SKIP/LEN_LO, and the message being emitted has been read this cycle): only the
+                # phase, the next prefix lane and the counters depend on the outcome (short paths, few loads).
+                m.d.sync += [length.eq(n_len[:6]), first.eq(n_first), first0.eq(n_first == 0), eh.eq(eh_new),
+                             hi.eq(n_hi), tbyte.eq(n_tbyte), kcnt.eq(Mux(n_d0, 0, n_kc)),
+                             end_here.eq(n_d0 | n_d1),
+                             jh.eq(Mux(n_body_here & ~n_d0, 2, 1))]
                 # A length prefix at the selected lane (none when the message ended at lane 7).
                 with m.If(o_none):
                     m.d.sync += [phase.eq(_Phase.LEN_HI), qh.eq(1)]

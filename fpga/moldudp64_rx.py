@@ -175,9 +175,7 @@ class MoldUDP64Receiver(wiring.Component):
                           Cat(*(hdr[k] for k in range(2, 8)), *(lane(k) for k in range(4))))
         ns_q = Signal()
         session_now_q = Signal(80)
-        # Loaded on every cycle at that beat index, taken or not (`beat` moves only when a beat is taken, so
-        # the last load is the taken beat's): no `ready` in the enable. Likewise at `pre` below.
-        with m.If(beat == 1):
+        with m.If(take & (beat == 1)):
             m.d.sync += [ns_q.eq(~st.has_session | (session_now != st.session.as_value())),
                          session_now_q.eq(session_now)]
 
@@ -196,7 +194,7 @@ class MoldUDP64Receiver(wiring.Component):
         leq_q, lgt_q, lz_q = (Signal(name=n) for n in ("leq_q", "lgt_q", "lz_q"))
         hge2_q = Signal()                                 # expected_hi - seq_hi >= 2
         negx_q = Signal(35)                               # ~((expected_hi - seq_hi) * 2**32 + e_lo) when that is 0 or 1
-        with m.If(pre):
+        with m.If(take & pre):
             m.d.sync += [
                 hz_q.eq(hi_now == 0),
                 heq_q.eq(hi_now == e_hi),
@@ -218,6 +216,7 @@ class MoldUDP64Receiver(wiring.Component):
         seq = Cat(s_lo, s_hi_q)
         sum33 = Signal(33)
         m.d.comb += sum33.eq(s_lo + count)
+        end_seq = Cat(sum33[:32], Mux(sum33[32], s_hi1_q, s_hi_q))
         # The compares take the live low half (from lane 2) or their registered results (from lane 6),
         # selected after the carry chains.
         lo_now = be(range(0, 4))
@@ -263,16 +262,10 @@ class MoldUDP64Receiver(wiring.Component):
         # `expected` is written the cycle after the verdict (read again at the next packet's `pre` beat at the
         # earliest; the status output lags by that cycle).
         e_we_q = Signal()
+        e_new = Signal(64)
         m.d.sync += e_we_q.eq(decide & sequenced & (new_session | (control & seq_gt) | (~control & ~seq_lt)))
         e_we = e_we_q | (below_q & ~end_le_q)             # a partial overlap advances it too
-        # The new value is selected the cycle after the verdict from registered parts (the count decode is
-        # deep; `s_hi_q`/`s_hi1_q` hold until the next packet's `pre` beat), registered with no enable (read
-        # only then).
-        s_lo_q = Signal(32)
-        sum33_q = Signal(33)
-        control_q = Signal()
-        m.d.sync += [s_lo_q.eq(s_lo), sum33_q.eq(sum33), control_q.eq(control)]
-        e_new = Mux(control_q, Cat(s_lo_q, s_hi_q), Cat(sum33_q[:32], Mux(sum33_q[32], s_hi1_q, s_hi_q)))
+        m.d.sync += e_new.eq(Mux(control, seq, end_seq))  # likewise
         with m.If(e_we):
             m.d.sync += [st.expected.eq(e_new), e_hi_m1.eq(e_new[32:] - 1)]
         # Events are plain expressions, not processes: Icarus (-g2012, as cocotb runs it) does not start an
@@ -321,13 +314,13 @@ class MoldUDP64Receiver(wiring.Component):
         m.d.comb += sel.eq(Mux(short, 0, Mux(hi_pend, 1 << BYTES_PER_BEAT, Mux(w_here, wl, 0))))
         cands = []
         for c, (ln, bs, here, two) in enumerate(length_prefixes(cur, kp, hi)):
-            # the next block's offset from lane 0 of this beat is ln + bs; `wk` its beats ahead - 1 (one adder)
+            off = Signal(17, name=f"off{c}")              # next block's offset from lane 0 of this beat
+            m.d.comb += off.eq(ln + bs)
             lo7 = Signal(7, name=f"lo7_{c}")              # its low end without the long carry chain
             m.d.comb += lo7.eq(ln[:6] + bs)
             small = ln[6:] == 0
             cands.append(dict(here=here, two=two, small=small, lo7=lo7, short=ln < MIN_MESSAGE,
-                              nk1=small & (lo7[3:] == 1), nk2=small & (lo7[3:] == 2), wk=(ln + (bs - 8))[3:16],
-                              wl=Const(1, BYTES_PER_BEAT) << lo7[:3]))    # one-hot lane, decoded before the pick
+                              nk1=small & (lo7[3:] == 1), nk2=small & (lo7[3:] == 2), wk=(off - 8)[3:16]))
 
         def pick(key, width=1):
             return onehot_pick(sel, [cd[key] for cd in cands], width)
@@ -340,7 +333,8 @@ class MoldUDP64Receiver(wiring.Component):
         c_nk1 = pick("nk1")
         c_nk2 = pick("nk2")
         c_wk = pick("wk", 13)
-        c_wl = pick("wl", BYTES_PER_BEAT)
+        c_wl = Signal(BYTES_PER_BEAT)
+        m.d.comb += c_wl.eq(Const(1, BYTES_PER_BEAT) << c_lo7[:3])
         hi_byte = 0
         for c in range(BYTES_PER_BEAT):
             hi_byte = hi_byte | (lane(c) & sel[c].replicate(8))

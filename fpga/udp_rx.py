@@ -223,8 +223,6 @@ class UDPReceiver(wiring.Component):
                                      "r_not_ours_q"))
         tl20_q = Signal(16)                                # IPv4 total length - 20 (one tag: UDP length check)
         tl20_le8_q = Signal()
-        tl_q = Signal(16)                                  # IPv4 total length
-        tag1_q = Signal()                                  # ... of a frame with one tag
         first_mask_q = Signal(BYTES)                       # payload lanes of the deciding beat
         first_end_q = Signal()                             # the payload ends in the deciding beat
         variants = {}
@@ -269,25 +267,17 @@ class UDPReceiver(wiring.Component):
                     r_not_ours_q.eq(v["not_ours"]), tl20_q.eq(v["tl20"]), tl20_le8_q.eq(tl <= 28),
                     hsum_q.eq(v["hsum"]),
                     first_mask_q.eq(Mux(tl >= c + 8, 0xFF, keep_mask(lane3)) & ~keep_mask(s)),
-                    first_end_q.eq(tl <= c + 8), tl_q.eq(tl), tag1_q.eq(t == 1)]
+                    first_end_q.eq(tl <= c + 8),
+                    rem.eq((tl - (c + 8))[:16]), rem_le8.eq(tl <= c + 16),
+                    rem_mask.eq(Mux(tl >= c + 16, 0xFF, Mux(tl <= c + 8, 0, keep_mask(lane3)))),
+                    rm8_mask.eq(Mux(tl >= c + 24, 0xFF, Mux(tl <= c + 16, 0, keep_mask(lane3))))]
 
-        # Loaded on every cycle at that beat index, taken or not (`beat` moves only when a beat is taken, so
-        # the last load is the taken beat's; `csum + bw` is the same whether or not `bw` has been added in):
-        # no `ready` in the enable.
-        with m.If((beat == 4) & ~tag2):
+        with m.If(take & (beat == 4) & ~tag2):
             with m.If(tag1):
                 m.d.sync += load(1)
             with m.Else():
                 m.d.sync += load(0)
-        # What the payload beats after the deciding one need, from those registers on the deciding beat (first
-        # read the beat after it), so that no compare on the live beat feeds them.
-        c_q = Mux(tag1_q, 22, 26)
-        lane3_q = (tl_q[:3] - c_q[:3])[:3]                 # (tl - c) mod 8
-        with m.If(beat == Mux(tag2, 6, 5)):
-            m.d.sync += [rem.eq((tl_q - (c_q + 8))[:16]), rem_le8.eq(tl_q <= c_q + 16),
-                         rem_mask.eq(Mux(tl_q >= c_q + 16, 0xFF, Mux(tl_q <= c_q + 8, 0, keep_mask(lane3_q)))),
-                         rm8_mask.eq(Mux(tl_q >= c_q + 24, 0xFF, Mux(tl_q <= c_q + 16, 0, keep_mask(lane3_q))))]
-        with m.If((beat == 5) & tag2):
+        with m.If(take & (beat == 5) & tag2):
             m.d.sync += load(2)
 
         def sum_ok(s):
