@@ -24,7 +24,8 @@ the whole pipeline, :data:`BLOCK_PLACERS`): see :class:`PnrOptions`; ``--seed``,
 nextpnr-ecp5 sets the heap placer's density target itself, so ``--placer-heap-beta`` does nothing), and
 ``--nextpnr-arg`` (repeatable) appends placer or router tuning, e.g. ``--nextpnr-arg=--tmg-ripup``. The
 commands run are written to ``<workdir>/<block>/commands.sh``, and each result records its nextpnr options
-(``nextpnr_args`` in the JSON).
+(``nextpnr_args`` in the JSON). ``--reset global`` feeds the design's reset through a synchroniser and a
+global buffer instead of straight from a pin (see :func:`harness`).
 
 nextpnr prints one critical path; every run here also asks it for ``--detailed-timing-report`` and counts the
 clocked endpoints (flip-flop and block-RAM input pins) whose latest arrival is over the period: the summary
