@@ -382,7 +382,8 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
         break
     cells = _module_stats((d / "stat.txt").read_text(), dut_module, with_submodules=bool(keep))
     if (d / "design.json").exists():
-        res.levels, res.deep_inputs = lut_levels(d / "design.json", dut_module)
+        res.levels, res.deep_inputs = lut_levels(d / "design.json",
+                                                 [dut_module] + [f"{dut_module}.{sub}" for sub in keep])
     res.lut4 = (cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 2 * cells.get("TRELLIS_DPR16X4", 0))
     res.ff = cells.get("TRELLIS_FF", 0)
     res.ebr = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
@@ -413,15 +414,19 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     return res
 
 
-def lut_levels(design_json: Path, module: str) -> tuple[dict, int]:
-    """LUT levels per register input of ``module`` in a Yosys JSON netlist (benchmarks/netlist_depth.py;
-    paths inside submodules kept with ``--keep`` are not followed): ``({levels: inputs}, inputs at
-    DEEP_LEVELS or more)``."""
+def lut_levels(design_json: Path, modules: list[str]) -> tuple[dict, int]:
+    """LUT levels per register input of ``modules`` (the block's and those of its submodules kept with
+    ``--keep``, each on its own: a path is followed up to its module's ports) in a Yosys JSON netlist
+    (benchmarks/netlist_depth.py): ``({levels: inputs}, inputs at DEEP_LEVELS or more)``."""
     spec = importlib.util.spec_from_file_location("netlist_depth", Path(__file__).with_name("netlist_depth.py"))
     nd = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(nd)
     netlist = json.loads(design_json.read_text())
-    hist, _ = nd.level_report(netlist, nd.estimate(netlist, module), DEEP_LEVELS, module)
+    hist: dict = {}
+    for module in modules:
+        for k, v in nd.level_report(netlist, nd.estimate(netlist, module), DEEP_LEVELS, module)[0].items():
+            hist[k] = hist.get(k, 0) + v
+    hist = dict(sorted(hist.items()))
     return hist, sum(v for k, v in hist.items() if k >= DEEP_LEVELS)
 
 

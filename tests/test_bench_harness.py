@@ -230,3 +230,7 @@ def test_results_count_the_deep_register_inputs(tmp_path, monkeypatch):
     res = bench.build("addfive", _AddFive(), workdir=tmp_path, pnr=False)
     assert res.levels == {0: 1, 1: 1, 6: 1}
     assert res.deep_inputs == 1 and bench.DEEP_LEVELS == 6
+    # a submodule kept with --keep is its own module in the netlist: its inputs are counted too
+    netlist["modules"]["bench_addfive.dut.sub"] = {"cells": dict(cells), "netnames": {}}
+    res = bench.build("addfive", _AddFive(), workdir=tmp_path, pnr=False, keep=("sub",))
+    assert res.levels == {0: 2, 1: 2, 6: 2} and res.deep_inputs == 2
