@@ -250,8 +250,9 @@ def harness(dut, reset: str = "pin"):
         def __init__(self):
             self.sin = Signal()
             self.sout = Signal()
-            self.clk = Signal(name="clk")
-            self.rst = Signal(name="rst")
+            if reset == "global":                # else the implicit sync domain makes clk and rst
+                self.clk = Signal(name="clk")
+                self.rst = Signal(name="rst")
 
         def elaborate(self, platform):
             m = Module()

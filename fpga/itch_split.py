@@ -15,10 +15,13 @@ from .book_records import MAX_ITCH_LEN, TYPE_CODES, ItchMessage
 from .counters import count_strobe
 from .stream import BYTES, ByteStream, length_prefixes, onehot_pick, popcount_keep
 
-__all__ = ["ItchSplitter", "LATENCY"]
+__all__ = ["ItchSplitter", "LATENCY", "SPLIT_COUNTERS"]
 
 #: Cycles from the input beat carrying a message's last byte to the message on ``o_stream`` (see the class).
 LATENCY = 1
+
+#: The splitter's counters, in port order.
+SPLIT_COUNTERS = ("zero_length", "oversize", "truncated")
 
 # Body bytes can start at any lane, so a message spans at most this many words.
 _SLOTS = (BYTES - 1 + MAX_ITCH_LEN + BYTES - 1) // BYTES
@@ -77,9 +80,7 @@ class ItchSplitter(wiring.Component):
         super().__init__({
             "i_stream": In(ByteStream(BYTES)),
             "o_stream": Out(stream.Signature(ItchMessage)),
-            "zero_length": Out(counter_width),
-            "oversize": Out(counter_width),
-            "truncated": Out(counter_width),
+            **{name: Out(counter_width) for name in SPLIT_COUNTERS},
         })
 
     def elaborate(self, platform):

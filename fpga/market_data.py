@@ -14,7 +14,7 @@ from .book_records import TopOfBook
 from .itch_decode import LATENCY_COMBINATIONAL as DECODE_LATENCY
 from .itch_decode import ItchDecoder
 from .itch_split import LATENCY as SPLIT_LATENCY
-from .itch_split import ItchSplitter
+from .itch_split import SPLIT_COUNTERS, ItchSplitter
 from .moldudp64_rx import LATENCY as MOLD_LATENCY
 from .moldudp64_rx import MOLD_COUNTERS, MoldUDP64Receiver
 from .order_book import COUNTERS as BOOK_COUNTERS
@@ -116,8 +116,7 @@ class MarketDataPipeline(wiring.Component):
             "counters": Out(wiring.Signature({
                 "udp": Out(self.udp.signature.members["counters"].signature),
                 "mold": Out(self.mold.signature.members["counters"].signature),
-                "split": Out(wiring.Signature({n: Out(counter_width)
-                                               for n in ("zero_length", "oversize", "truncated")})),
+                "split": Out(wiring.Signature({n: Out(counter_width) for n in SPLIT_COUNTERS})),
                 "decode": Out(wiring.Signature({
                     "unknown": Out(counter_width), "malformed": Out(counter_width),
                     "counts": Out(self.decode.signature.members["counts"].shape),
@@ -184,7 +183,7 @@ class MarketDataPipeline(wiring.Component):
                                   (book.counters, c.book, BOOK_COUNTERS)):
             for n in names:
                 m.d.comb += getattr(group, n).eq(getattr(blk, n))
-        for n in ("zero_length", "oversize", "truncated"):
+        for n in SPLIT_COUNTERS:
             m.d.comb += getattr(c.split, n).eq(getattr(split, n))
         m.d.comb += [c.decode.unknown.eq(dec.unknown), c.decode.malformed.eq(dec.malformed),
                      c.decode.counts.eq(dec.counts)]

@@ -17,7 +17,7 @@ import cocotb
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSource
 
 from tickgate.fpga.book_records import MAX_ITCH_LEN, ItchMessage, classify
-from tickgate.fpga.itch_split import LATENCY
+from tickgate.fpga.itch_split import LATENCY, SPLIT_COUNTERS
 from tickgate.sim.streams import StreamSink, unpack_fields
 from tickgate.sim.tb import MODES, ClockedTB
 from tickgate.wire import itch
@@ -101,7 +101,7 @@ def random_message(rng: random.Random, length: int | None = None) -> bytes:
 class SplitTB(ClockedTB):
     """AXI-Stream source on ``s_axis``, ItchMessage sink on ``o_stream``, input-beat log, counters."""
 
-    COUNTERS = ("zero_length", "oversize", "truncated")
+    COUNTERS = SPLIT_COUNTERS
 
     def __init__(self, dut):
         super().__init__(dut)

@@ -204,21 +204,13 @@ def test_the_reset_can_come_registered_on_a_global_network():
 def test_results_count_the_deep_register_inputs(tmp_path, monkeypatch):
     # every synthesis also counts the block's register inputs per LUT level (netlist_depth.py), so a run's
     # JSON says how many paths are deep enough to miss the clock, whatever the seed
+    from .test_netlist_depth import _ff, _lut
     bench = load("bench_synth")
 
-    def cell(type_, conns, dirs):
-        return {"type": type_, "connections": conns, "port_directions": dirs}
-
-    def lut(a, z):
-        return cell("LUT4", {"A": [a], "Z": [z]}, {"A": "input", "Z": "output"})
-
     # a -> 6 LUTs -> b (6 levels), a -> 1 LUT -> c
-    cells = {"a": cell("TRELLIS_FF", {"DI": [2], "Q": [3]}, {"DI": "input", "Q": "output"})}
+    cells = {"a": _ff(2, 3), "b": _ff(9, 20), "l9": _lut([3], 21), "c": _ff(21, 22)}
     for k in range(6):
-        cells[f"l{k}"] = lut(3 + k, 4 + k)
-    cells["b"] = cell("TRELLIS_FF", {"DI": [9], "Q": [20]}, {"DI": "input", "Q": "output"})
-    cells["l9"] = lut(3, 21)
-    cells["c"] = cell("TRELLIS_FF", {"DI": [21], "Q": [22]}, {"DI": "input", "Q": "output"})
+        cells[f"l{k}"] = _lut([3 + k], 4 + k)
     netlist = {"modules": {"bench_addfive.dut": {"cells": cells, "netnames": {}}, "bench_addfive": {"cells": {}}}}
 
     def fake_run(cmd, cwd, log, timeout):
