@@ -293,6 +293,15 @@ FREQUENCY PORT "clk" {mhz} MHZ;
 """
 
 
+#: On some netlists Yosys 0.70's ABC9 maps the logic and then fails an assertion while stitching it back in
+#: (``GetSize(conn.first) == GetSize(conn.second)``; this is the "ABC9 exits" of docs/gateware.md). Those
+#: netlists have public wires named ``...[N]``: Amaranth's per-element wires of array-shaped signals
+#: (``decode.counts[0]``, ``lw_p.ovf_nz[1]``), which the name map cannot tell from bit N of another wire.
+#: Making those names private before mapping (every other name stays, the registers' too) lets ABC9 map
+#: them; no logic changes.
+HIDE_ELEMENT_NAMES = "rename -hide w:*]"
+
+
 def _yosys_script(top: str, dut_module: str, mapper: str, keep: tuple = ()) -> str:
     """``mapper`` "abc9": plain ``synth_ecp5`` (Yosys 0.70 always maps with ABC9). "abc": the same flow with
     the LUT mapping step (``abc9 -W 300``) replaced by the classic ``abc -lut 4:7 -dress``, for designs on
@@ -301,7 +310,7 @@ def _yosys_script(top: str, dut_module: str, mapper: str, keep: tuple = ()) -> s
     head = ["read_rtlil design.il", f"hierarchy -top {top}", f"setattr -mod -set keep_hierarchy 1 {dut_module}"]
     head += [f"setattr -mod -set keep_hierarchy 1 {dut_module}.{sub}" for sub in keep]
     if mapper == "abc9":
-        body = [f"synth_ecp5 -top {top}"]
+        body = [f"synth_ecp5 -top {top} -run :map_luts", HIDE_ELEMENT_NAMES, f"synth_ecp5 -top {top} -run map_luts:"]
     elif mapper == "abc":
         body = [f"synth_ecp5 -top {top} -run :map_luts",
                 "techmap -map +/lattice/latches_map.v",

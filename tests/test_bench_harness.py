@@ -226,3 +226,31 @@ def test_results_count_the_deep_register_inputs(tmp_path, monkeypatch):
     netlist["modules"]["bench_addfive.dut.sub"] = {"cells": dict(cells), "netnames": {}}
     res = bench.build("addfive", _AddFive(), workdir=tmp_path, pnr=False, keep=("sub",))
     assert res.levels == {0: 2, 1: 2, 6: 2} and res.deep_inputs == 2
+
+
+class _Elements(wiring.Component):
+    """A register of array shape: Amaranth names a wire per element (``q[0]``, ``q[1]``), the kind of
+    name Yosys 0.70's ABC9 cannot stitch back (bench_synth.HIDE_ELEMENT_NAMES)."""
+    i: In(8)
+    o: Out(8)
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Signal
+        from amaranth.lib import data
+        m = Module()
+        q = Signal(data.ArrayLayout(4, 2))
+        m.d.sync += [q.eq(self.i), self.o.eq(q.as_value() + 1)]
+        return m
+
+
+def test_abc9_maps_with_element_names_private(tmp_path):
+    # the ABC9 script makes names ending in "[N]" private before mapping and keeps every other name
+    bench = load("bench_synth")
+    script = bench._yosys_script("bench_x", "bench_x.dut", "abc9").splitlines()
+    hide = script.index(bench.HIDE_ELEMENT_NAMES)
+    assert script[hide - 1].endswith("-run :map_luts") and script[hide + 1].endswith("-run map_luts:")
+    assert bench.HIDE_ELEMENT_NAMES not in bench._yosys_script("bench_x", "bench_x.dut", "abc")
+    res = bench.build("elements", _Elements(), workdir=tmp_path, pnr=False, mapper="abc9")
+    assert not res.error and res.synth_options == "abc9"
+    names = json.loads((tmp_path / "elements" / "design.json").read_text())["modules"]["bench_elements.dut"]["netnames"]
+    assert "q" in names and not [n for n in names if n.endswith("]") and not n.startswith("$")]
