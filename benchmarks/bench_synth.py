@@ -74,9 +74,8 @@ PLACERS = ("heap", "static", "sa")
 #: static placer's spread placement routes in minutes (docs/gateware.md, 07 Dec 2026).
 BLOCK_PLACERS = {"market_data": "static"}
 #: Submodules synthesised as their own module unless ``--keep`` names others (none by default: every block
-#: flat inside the harnessed DUT). ``--keep`` is for netlists on which Yosys 0.70's WebAssembly ABC9 exits
-#: (80852df's splitter in the pipeline mapped with ABC9 only with the splitter and the book kept;
-#: docs/gateware.md, 07 Dec 2026).
+#: flat inside the harnessed DUT). ``--keep`` maps a submodule with its own depth budget (ABC relaxes every
+#: path of a module up to its deepest; docs/gateware.md, 07 Dec 2026).
 BLOCK_KEEP: dict = {}
 
 
@@ -296,16 +295,16 @@ FREQUENCY PORT "clk" {mhz} MHZ;
 #: On some netlists Yosys 0.70's ABC9 maps the logic and then fails an assertion while stitching it back in
 #: (``GetSize(conn.first) == GetSize(conn.second)``; this is the "ABC9 exits" of docs/gateware.md). Those
 #: netlists have public wires named ``...[N]``: Amaranth's per-element wires of array-shaped signals
-#: (``decode.counts[0]``, ``lw_p.ovf_nz[1]``), which the name map cannot tell from bit N of another wire.
-#: Making those names private before mapping (every other name stays, the registers' too) lets ABC9 map
-#: them; no logic changes.
+#: (``decode.counts[0]``, ``lw_p.ovf_nz[1]``), which the name map apparently reads back as bit N of another
+#: wire. Making those names private before mapping (every other name stays, the registers' too) lets ABC9
+#: map them; no logic changes.
 HIDE_ELEMENT_NAMES = "rename -hide w:*]"
 
 
 def _yosys_script(top: str, dut_module: str, mapper: str, keep: tuple = ()) -> str:
-    """``mapper`` "abc9": plain ``synth_ecp5`` (Yosys 0.70 always maps with ABC9). "abc": the same flow with
-    the LUT mapping step (``abc9 -W 300``) replaced by the classic ``abc -lut 4:7 -dress``, for designs on
-    which the WebAssembly ABC9 exits (see docs/gateware.md). ``keep``: names of submodules of the block that
+    """``mapper`` "abc9": ``synth_ecp5`` (Yosys 0.70 always maps with ABC9), with :data:`HIDE_ELEMENT_NAMES`
+    before its LUT mapping. "abc": the same flow with the LUT mapping step (``abc9 -W 300``) replaced by the
+    classic ``abc -lut 4:7 -dress``. ``keep``: names of submodules of the block that
     keep their hierarchy too, each optimised and mapped as alone (nothing crosses its boundary)."""
     head = ["read_rtlil design.il", f"hierarchy -top {top}", f"setattr -mod -set keep_hierarchy 1 {dut_module}"]
     head += [f"setattr -mod -set keep_hierarchy 1 {dut_module}.{sub}" for sub in keep]
@@ -541,11 +540,10 @@ def main(argv=None) -> int:
     ap.add_argument("-j", "--jobs", type=int, default=1, help="blocks built at once (each tool is single-threaded)")
     ap.add_argument("--mhz", type=float, default=TARGET_MHZ, help="clock constraint (MHz)")
     ap.add_argument("--mapper", default="auto", choices=["auto", "abc9", "abc"],
-                    help="LUT mapping: abc9 (synth_ecp5 as is), abc (classic ABC), auto (abc9, else abc)")
+                    help="LUT mapping: abc9 (synth_ecp5), abc (classic ABC), auto (abc9, else abc)")
     ap.add_argument("--keep", action="append", metavar="SUBMODULE",
                     help="keep this submodule's hierarchy (mapped as alone), repeatable; 'none' keeps none "
-                         f"(default: {', '.join(f'{b}: {s}' for b, v in BLOCK_KEEP.items() for s in v) or 'none'}; "
-                         "the flat ABC9 run exits on some netlists, docs/gateware.md)")
+                         f"(default: {', '.join(f'{b}: {s}' for b, v in BLOCK_KEEP.items() for s in v) or 'none'})")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
