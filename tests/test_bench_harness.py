@@ -4,8 +4,8 @@ register, so every output bit reaches ``sout`` (no parallel-load ``cap`` net). S
 import json
 
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
@@ -235,8 +235,6 @@ class _Elements(wiring.Component):
     o: Out(8)
 
     def elaborate(self, platform):
-        from amaranth.hdl import Signal
-        from amaranth.lib import data
         m = Module()
         q = Signal(data.ArrayLayout(4, 2))
         m.d.sync += [q.eq(self.i), self.o.eq(q.as_value() + 1)]
