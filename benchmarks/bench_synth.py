@@ -588,11 +588,11 @@ def main(argv=None) -> int:
             print(f"\n{r.block}: {r.error}", file=sys.stderr)
         elif args.no_pnr:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s (no P&R: no Fmax)", file=sys.stderr)
-        if r.deep_inputs is not None:
-            print(f"{r.block}: {r.deep_inputs} register inputs at {DEEP_LEVELS} or more LUT levels", file=sys.stderr)
         elif r.critical:
             print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)
+        if not r.error and r.deep_inputs is not None:
+            print(f"{r.block}: {r.deep_inputs} register inputs at {DEEP_LEVELS} or more LUT levels", file=sys.stderr)
         if r.failing:
             fed = f" (and {r.io_fed} fed from an I/O pin through logic, not counted)" if r.io_fed else ""
             print(f"{r.block}: {r.failing} endpoints miss {args.mhz} MHz{fed}; the worst registers:", file=sys.stderr)

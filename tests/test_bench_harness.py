@@ -252,3 +252,19 @@ def test_abc9_maps_with_element_names_private(tmp_path):
     assert not res.error and res.synth_options == "abc9"
     names = json.loads((tmp_path / "elements" / "design.json").read_text())["modules"]["bench_elements.dut"]["netnames"]
     assert "q" in names and not [n for n in names if n.endswith("]") and not n.startswith("$")]
+
+
+def test_the_summary_names_the_critical_path_and_the_deep_inputs(tmp_path, monkeypatch, capsys):
+    # after place and route both the critical path and the level count are printed (neither hides the other)
+    bench = load("bench_synth")
+
+    def fake_measure(name, **kw):
+        return bench.Result(block=name, fmax_mhz=150.0, synth_seconds=1.0, pnr_seconds=2.0, critical=["a", "b"],
+                            synth_options="abc9", deep_inputs=3)
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    # the blocks are built in worker processes; threads here, so the replaced measure is the one called
+    monkeypatch.setattr(bench.concurrent.futures, "ProcessPoolExecutor", bench.concurrent.futures.ThreadPoolExecutor)
+    bench.main(["udp_rx", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "udp_rx: synth 1 s, P&R 2 s; critical path a -> b (abc9)" in err
+    assert "udp_rx: 3 register inputs at 6 or more LUT levels" in err
