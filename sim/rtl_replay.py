@@ -272,7 +272,7 @@ def parse_book(text: str | None) -> dict:
         except ValueError:
             raise ValueError(f"--book: {key}={value.strip()!r} is not an integer") from None
     try:
-        MarketBook(**out)
+        MarketBook(**out)._MustUse__silence = True      # built only to check the arguments, never elaborated
     except TypeError as e:
         raise ValueError(f"--book: {e}") from None
     return out
