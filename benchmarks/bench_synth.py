@@ -301,23 +301,39 @@ FREQUENCY PORT "clk" {mhz} MHZ;
 HIDE_ELEMENT_NAMES = "rename -hide w:*]"
 
 
+#: ABC9's LUT library for the "abc9-levels" mapper: every input of a LUT as slow as the slowest (synth_ecp5's
+#: library gives the LUT4's inputs 141 / 275 / 379 / 379 ps), one line per width: inputs, area, pin delays.
+#: With per-pin delays ABC chains LUTs through the fast input, which costs a routed hop per LUT on the die;
+#: with equal delays and a wire delay of :data:`LEVELS_WIRE_PS` per hop it counts levels.
+LEVELS_LUT_LIBRARY = "".join(f"{w} {area} {' '.join([str(ps)] * w)}\n" for w, area, ps in
+                             [(1, 1, 379), (2, 1, 379), (3, 1, 379), (4, 1, 379), (5, 2, 477), (6, 4, 618),
+                              (7, 8, 759)])
+LEVELS_LUT_FILE = "levels.lut"
+LEVELS_WIRE_PS = 800
+MAPPERS = ("abc9-levels", "abc9", "abc")
+
+
 def _yosys_script(top: str, dut_module: str, mapper: str, keep: tuple = ()) -> str:
     """``mapper`` "abc9": ``synth_ecp5`` (Yosys 0.70 always maps with ABC9), with :data:`HIDE_ELEMENT_NAMES`
-    before its LUT mapping. "abc": the same flow with the LUT mapping step (``abc9 -W 300``) replaced by the
-    classic ``abc -lut 4:7 -dress``. ``keep``: names of submodules of the block that
-    keep their hierarchy too, each optimised and mapped as alone (nothing crosses its boundary)."""
+    before its LUT mapping. "abc9-levels": the same with synth_ecp5's LUT mapping step (``abc9 -W 300``)
+    made ``abc9 -W`` :data:`LEVELS_WIRE_PS` ``-lut`` :data:`LEVELS_LUT_FILE` (:data:`LEVELS_LUT_LIBRARY`,
+    which the caller writes beside the script). "abc": that step replaced by the classic ``abc -lut 4:7
+    -dress``. ``keep``: names of submodules of the block that keep their hierarchy too, each optimised and
+    mapped as alone (nothing crosses its boundary)."""
     head = ["read_rtlil design.il", f"hierarchy -top {top}", f"setattr -mod -set keep_hierarchy 1 {dut_module}"]
     head += [f"setattr -mod -set keep_hierarchy 1 {dut_module}.{sub}" for sub in keep]
     if mapper == "abc9":
         body = [f"synth_ecp5 -top {top} -run :map_luts", HIDE_ELEMENT_NAMES, f"synth_ecp5 -top {top} -run map_luts:"]
-    elif mapper == "abc":
+    elif mapper in ("abc9-levels", "abc"):
+        lut_map = (["abc -lut 4:7 -dress"] if mapper == "abc" else
+                   [HIDE_ELEMENT_NAMES, f"abc9 -W {LEVELS_WIRE_PS} -lut {LEVELS_LUT_FILE}"])
         body = [f"synth_ecp5 -top {top} -run :map_luts",
                 "techmap -map +/lattice/latches_map.v",
-                "abc -lut 4:7 -dress",
+                *lut_map,
                 "clean",
                 f"synth_ecp5 -top {top} -run map_cells:"]
     else:
-        raise ValueError(f"mapper must be abc9 or abc, not {mapper!r}")
+        raise ValueError(f"mapper must be one of {', '.join(MAPPERS)}, not {mapper!r}")
     return "\n".join(head + body + ["tee -q -o stat.txt stat", "write_json design.json"]) + "\n"
 
 
@@ -373,6 +389,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     (d / "design.il").write_text(rtlil.convert(h, name=top, ports=ports, emit_src=False))
     dut_module = f"{top}.dut"
     (d / "design.lpf").write_text(LPF.format(mhz=mhz))
+    (d / LEVELS_LUT_FILE).write_text(LEVELS_LUT_LIBRARY)
     yosys_cmd = [YOSYS, "-q", "-s", "synth.ys"]
     pnr_cmd = [NEXTPNR, *DEVICE, "--json", "design.json", "--lpf", "design.lpf", "--lpf-allow-unconstrained",
                "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *pnr_options.args()]
@@ -539,8 +556,9 @@ def main(argv=None) -> int:
     ap.add_argument("blocks", nargs="*", help=f"blocks to build (default: all of {', '.join(BLOCKS)})")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="blocks built at once (each tool is single-threaded)")
     ap.add_argument("--mhz", type=float, default=TARGET_MHZ, help="clock constraint (MHz)")
-    ap.add_argument("--mapper", default="auto", choices=["auto", "abc9", "abc"],
-                    help="LUT mapping: abc9 (synth_ecp5), abc (classic ABC), auto (abc9, else abc)")
+    ap.add_argument("--mapper", default="auto", choices=["auto", *MAPPERS],
+                    help="LUT mapping: abc9 (synth_ecp5), abc9-levels (ABC9 counting LUT levels: every LUT "
+                         "input equally slow), abc (classic ABC), auto (abc9, else abc)")
     ap.add_argument("--keep", action="append", metavar="SUBMODULE",
                     help="keep this submodule's hierarchy (mapped as alone), repeatable; 'none' keeps none "
                          f"(default: {', '.join(f'{b}: {s}' for b, v in BLOCK_KEEP.items() for s in v) or 'none'})")

@@ -1108,14 +1108,14 @@ class MarketBook(wiring.Component):
             lw_f = Mux(os_[1], fn(lw_p.ovf[2]), Mux(os_[0], fn(lw_p.ovf[1]), fn(lw_p.ovf[0])))
             return Mux(dsel1[parts.index("ovf") % NDUP], lw_f, fn(side_own.ovf))
         B_layout = data.StructLayout({
-            "op": lv_layout, "e": side_layout, "live": K, "md": K, "rm": K, "ma": K, "ba": K,
+            "op": lv_layout, "e": side_layout, "live": K, "md": K, "rm": K, "ma": K, "mn": K, "ba": K,
             "ovf_any": 1, "ovf_eq_d": 1, "beats": 1, "beats_d": 1, "o_d": 48, "o_a": 48, "o_da": 48, "o_k": 48,
             "new_eq0": 1, "o_px": 32, "o_sz": 32, "o_unk": 1, "o_deg": 1,
         })
         bq = Signal(B_layout)
         m.d.sync += [
             bq.op.eq(op5), bq.e.eq(e), bq.live.eq(e.live), bq.md.eq(md), bq.rm.eq(md & zd), bq.ma.eq(ma),
-            bq.ba.eq(ba),
+            bq.mn.eq(ma & ~(md & zd)), bq.ba.eq(ba),
             bq.ovf_any.eq(e.ovf_nz), bq.ovf_eq_d.eq(ovf_pick(lambda v: v == cl.s_d)),
             bq.beats.eq(bound_pick("a")), bq.beats_d.eq(bound_pick("d")),
             bq.o_d.eq(e.ovf - cl.s_d), bq.o_a.eq(e.ovf + cl.s_a), bq.o_da.eq(e.ovf + op5.sda),    # sda signed: a smaller replace lowers it
@@ -1139,7 +1139,7 @@ class MarketBook(wiring.Component):
         del_untracked = q.op.del_en & q.ovf_any & ~q.beats_d
         ovf1_any = Mux(del_untracked, ~q.ovf_eq_d, q.ovf_any)
         bound1 = Mux(del_untracked & q.ovf_eq_d, 0, eB.bound)
-        hit_a = (q.ma & ~q.rm).any()
+        hit_a = q.mn.any()          # the add's price has a level the delete half leaves (ma & ~rm, from A)
         bap = Signal(K)              # p_a strictly better than entry i after the delete half (or it is empty)
         for i in range(K):
             nxt = q.ba[i + 1] if i + 1 < K else 1
@@ -1164,13 +1164,14 @@ class MarketBook(wiring.Component):
         # that have no time-0 trigger, and on Icarus a slice whose source never changes stays X for ever.
         # Entry j: after an insert above it, the entry above (or j itself if the removal closed the gap);
         # the insert's position, the new level; otherwise j, or j + 1 after a removal at or above j.
+        # Each code is made for an insert and without one, and `ins` (the deepest input) picks last.
         codes = []
         for j in range(K):
-            c = Signal(2, name=f"code{j}")
+            c_ins = Mux(bap[j], 3, Rt[j])
             if j:
-                m.d.comb += c.eq(Mux(ins & bap[j - 1], Mux(Rt[j - 1], 0, 2), Mux(ins & bap[j], 3, Rt[j])))
-            else:
-                m.d.comb += c.eq(Mux(ins & bap[j], 3, Rt[j]))
+                c_ins = Mux(bap[j - 1], Mux(Rt[j - 1], 0, 2), c_ins)
+            c = Signal(2, name=f"code{j}")
+            m.d.comb += c.eq(Mux(ins, c_ins, Rt[j]))
             codes.append(c)
         o_dk = Signal(48)
         m.d.comb += o_dk.eq(q.o_k - q.op.s_d)
