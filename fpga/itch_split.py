@@ -13,15 +13,19 @@ from amaranth.lib.wiring import In, Out
 from ..wire import itch
 from .book_records import MAX_ITCH_LEN, TYPE_CODES, ItchMessage
 from .counters import count_strobe
-from .stream import BYTES, ByteStream, length_prefixes, onehot_pick, popcount_keep
+from .stream import BYTES, ByteStream, popcount_keep
 
-__all__ = ["ItchSplitter", "LATENCY", "SPLIT_COUNTERS"]
+__all__ = ["ItchSplitter", "LATENCY", "SPLIT_USER", "SPLIT_COUNTERS"]
 
 #: Cycles from the input beat carrying a message's last byte to the message on ``o_stream`` (see the class).
 LATENCY = 1
 
+#: ``i_stream``'s ``user``: ``runt``, set on every beat from the one completing a length prefix under 7 (zero
+#: included) to the packet's end (as :data:`tickgate.fpga.moldudp64_rx.MOLD_USER`'s ``runt``). See the class.
+SPLIT_USER = data.StructLayout({"runt": 1})
+
 #: The splitter's counters, in port order.
-SPLIT_COUNTERS = ("zero_length", "oversize", "truncated")
+SPLIT_COUNTERS = ("zero_length", "oversize", "truncated", "unflagged_runt")
 
 # Body bytes can start at any lane, so a message spans at most this many words.
 _SLOTS = (BYTES - 1 + MAX_ITCH_LEN + BYTES - 1) // BYTES
@@ -37,7 +41,8 @@ class _Phase(enum.Enum, shape=2):
 class ItchSplitter(wiring.Component):
     """Split MoldUDP64 message blocks into ITCH messages.
 
-    ``i_stream`` is a 64-bit byte stream (:func:`tickgate.fpga.stream.ByteStream`) carrying, per packet,
+    ``i_stream`` is a 64-bit byte stream (:func:`tickgate.fpga.stream.ByteStream` with ``user`` =
+    :data:`SPLIT_USER`) carrying, per packet,
     the MoldUDP64 message blocks: a big-endian u16 length, then that many message bytes, repeated. A
     packet may start at any lane: its first beat's ``keep`` marks lanes lo..7 (lo = 0..7; a one-beat packet
     lo..hi), so an upstream block need not realign its output to lane 0; ``last`` marks the final beat,
@@ -54,33 +59,42 @@ class ItchSplitter(wiring.Component):
     emitted messages from 1 since reset, and its type classification (``type_ok``, ``type_known``, as
     :func:`~tickgate.fpga.book_records.classify`).
 
-    Latency: :data:`LATENCY` = 1 cycle. When every length is 7 or more (any well-formed ITCH feed: the
-    shortest message is 12 bytes), each message is valid on ``o_stream`` exactly one cycle after the input
-    beat carrying its last byte is accepted.
+    Latency: :data:`LATENCY` = 1 cycle. For every beat not flagged ``runt`` (every beat of a well-formed
+    ITCH feed: the shortest message is 12 bytes), each message ending in it is valid on ``o_stream``
+    exactly one cycle after it is accepted.
 
     Rate: one input beat per cycle while ``o_stream`` is ready, at any alignment, when every length is 7
     or more: at most one message then ends in a beat, and the next one's body always reaches past it.
-    Otherwise each message of 1..6 bytes lying wholly in one beat, and each zero length followed by more
-    bytes of its beat, holds that beat one extra cycle (the rest of the beat is parsed in the next cycle;
-    a message ending in a held beat is emitted the cycle after the cycle that parses its end).
-    ``i_stream.ready`` falls whenever ``o_stream`` holds a message that is not being taken (a
-    combinational path from ``o_stream.ready``): nothing is lost under backpressure.
+    A shorter message (or a zero length) puts a second length prefix in its beat, so the producer flags
+    that beat and every later one of its packet (``user.runt``; the MoldUDP64 receiver's block walker
+    does): a flagged beat is parsed one prefix per cycle and taken in the cycle after its last parse (one
+    cycle per prefix parsed in it, plus one; a message ending in it is emitted the cycle after the parse
+    of its end). So ``i_stream.ready`` is a function of registers only: ``done`` for a flagged beat, and
+    ``~o_stream.valid | o_stream.ready`` otherwise (a combinational path from ``o_stream.ready``: nothing
+    is lost under backpressure), never of the beat's bytes. A beat that needs a second parse but is not
+    flagged breaks that contract: it is counted in ``unflagged_runt`` and the rest of its packet is
+    dropped (no message of it is emitted from that prefix on).
 
     Malformed input is counted, dropped, and never stops the stream:
 
     * ``zero_length``: a length prefix of 0 (the two prefix bytes are skipped);
     * ``oversize``: a length above 50 (the message's bytes are skipped);
     * ``truncated``: a packet that ends inside a length prefix or a message (including a skipped
-      over-long one); the partial message is discarded and parsing restarts with the next packet.
+      over-long one); the partial message is discarded and parsing restarts with the next packet;
+    * ``unflagged_runt``: a packet whose rest was dropped because a beat needing a second parse was not
+      flagged ``runt`` (a producer's fault, never the feed's when the MoldUDP64 receiver feeds it).
     """
 
     def __init__(self, *, counter_width: int = 32):
         if not isinstance(counter_width, int) or counter_width <= 0:
             raise TypeError(f"counter_width must be a positive integer, not {counter_width!r}")
         super().__init__({
-            "i_stream": In(ByteStream(BYTES)),
+            "i_stream": In(ByteStream(BYTES, user=SPLIT_USER)),
             "o_stream": Out(stream.Signature(ItchMessage)),
-            **{name: Out(counter_width) for name in SPLIT_COUNTERS},
+            "zero_length": Out(counter_width),
+            "oversize": Out(counter_width),
+            "truncated": Out(counter_width),
+            "unflagged_runt": Out(counter_width),
         })
 
     def elaborate(self, platform):
@@ -90,6 +104,7 @@ class ItchSplitter(wiring.Component):
         w = i.payload.data
         kp = i.payload.keep                          # contiguous: lanes lo..hi-1 (lo > 0 only on a first beat)
         last = i.payload.last
+        runt = i.payload.user.runt                   # this beat may hold a second length prefix
 
         def lane(k):
             return w.word_select(k, 8)
@@ -120,7 +135,13 @@ class ItchSplitter(wiring.Component):
         m.d.comb += sel.eq(Mux(phase == _Phase.LEN_LO, 1 << BYTES, Mux(sop, first_kept, qh)))
 
         cands = []
-        for c, (ln, bs, here, two) in enumerate(length_prefixes(w, kp, hi)):
+        for c in range(BYTES + 1):
+            if c == BYTES:
+                ln, bs, here, two = Cat(lane(0), hi), 1, 1, 1
+            elif c == BYTES - 1:
+                ln, bs, here, two = Cat(lane(c), lane(c)), c + 2, kp[c], 0
+            else:
+                ln, bs, here, two = Cat(lane(c + 1), lane(c)), c + 2, kp[c], kp[c + 1]
             e = Signal(17, name=f"e{c}")
             m.d.comb += e.eq(ln + (bs - 1))
             lo7 = Signal(7, name=f"lo7_{c}")          # the low end of E without the long carry chain
@@ -144,7 +165,12 @@ class ItchSplitter(wiring.Component):
             cd["stall"] = here & two & Mux(cd["zero"], cd["zmore"], ~cd["long"] & cd["d0"])
 
         def pick(key, width=1):
-            return onehot_pick(sel, [cd[key] for cd in cands], width)
+            terms = []
+            for c in range(BYTES + 1):
+                v = cands[c][key]
+                v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
+                terms.append(v & sel[c].replicate(width))
+            return _or(terms)
 
         o_none, o_lo, o_zero, o_long, o_body = (pick(k) for k in ("o_none", "o_lo", "o_zero", "o_long", "o_body"))
         # (with no candidate selected, e.g. a message ending at lane 7: none)
@@ -154,12 +180,12 @@ class ItchSplitter(wiring.Component):
         n_d1 = pick("d1")
         n_kc = pick("kc", 13)
         n_e3 = pick("e", 3)                          # lane of the last byte
-        n_hi = onehot_pick(sel, [lane(c) for c in range(BYTES)], 8)
-        n_first = onehot_pick(sel, [cd["bs"] % BYTES for cd in cands], 3)
-        n_body_here = onehot_pick(sel, [int(cd["bs"] < BYTES) for cd in cands])
+        n_hi = _or([lane(c) & sel[c].replicate(8) for c in range(BYTES)])
+        n_first = _or([Const((cands[c]["bs"]) % BYTES, 3) & sel[c].replicate(3) for c in range(BYTES + 1)])
+        n_body_here = _or([Const(int(cands[c]["bs"] < BYTES), 1) & sel[c] for c in range(BYTES + 1)])
         n_zmore = pick("zmore")
-        # one-hot lane after a zero length (0: the next beat)
-        n_znext = onehot_pick(sel, [(1 << cd["bs"]) & 0xFF for cd in cands], BYTES)
+        n_znext = _or([Const((1 << cands[c]["bs"]) & 0xFF, BYTES) & sel[c].replicate(BYTES)
+                       for c in range(BYTES + 1)])   # one-hot lane after a zero length (0: the next beat)
         eh_new = Signal(BYTES)
         m.d.comb += eh_new.eq(Const(1, BYTES) << n_e3)
         qh_new = Signal(BYTES)                       # lane after the message's end (0: next beat, lane 0)
@@ -189,11 +215,20 @@ class ItchSplitter(wiring.Component):
         type_known = Mux(first_live, known(lane(0)), known(tbyte))
 
         # --- control -----------------------------------------------------------------------------------------
+        # `ready` is made from registers only: a flagged beat is parsed (go) until a parse needs no further
+        # cycle, then taken with no parse (pop); an unflagged one is parsed and taken in one cycle.
         can_out = ~o.valid | o.ready
-        go = i.valid & can_out
+        done = Signal()                              # the flagged beat on the input is parsed: take it
+        drop = Signal()                              # the rest of the packet is being dropped
+        pop = runt & done
+        go = Signal()
+        m.d.comb += go.eq(i.valid & can_out & ~pop & ~drop)
         stall = Signal()                             # this beat needs another cycle (the next block ends in it)
         m.d.comb += stall.eq(parse & pick("stall"))
-        m.d.comb += i.ready.eq(can_out & ~stall)
+        held = stall & runt                          # ... and gets it
+        lost = stall & ~runt                         # ... but is taken now: the contract is broken
+        m.d.comb += i.ready.eq(drop | Mux(runt, done, can_out))
+        m.d.sync += done.eq(go & runt & ~stall)
 
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
@@ -217,6 +252,7 @@ class ItchSplitter(wiring.Component):
         inc_truncated = count_strobe(m, self.truncated, name="inc_truncated")
         inc_zero = count_strobe(m, self.zero_length, name="inc_zero")
         inc_oversize = count_strobe(m, self.oversize, name="inc_oversize")
+        inc_unflagged = count_strobe(m, self.unflagged_runt, name="inc_unflagged")
 
         def packet_end(truncated):
             """The beat is the packet's last (and is consumed): count a truncation (the restart at the next
@@ -232,8 +268,12 @@ class ItchSplitter(wiring.Component):
             with m.If(jh[n] | ((~in_msg | (end_here & go)) if n == 0 else 0)):
                 m.d.sync += buf[n].eq(w)
 
+        with m.If(drop & i.valid & last):
+            m.d.sync += [drop.eq(0), sop.eq(1), phase.eq(_Phase.LEN_HI)]
         with m.If(go):
-            m.d.sync += sop.eq(last & ~stall)
+            m.d.sync += sop.eq(last & ~held)
+            with m.If(lost):
+                m.d.sync += [inc_unflagged.eq(1), drop.eq(~last)]
             with m.If(in_msg & ~end_here):
                 # The message (or skip) runs past this beat.
                 m.d.sync += [kcnt.eq(kcnt - 1), end_here.eq(kcnt == 1)]
@@ -276,7 +316,7 @@ class ItchSplitter(wiring.Component):
                     with m.If(last & ~n_d0):
                         m.d.sync += packet_end(1)
             # Every consumed last beat ends the packet (a held beat is parsed again next cycle).
-            with m.If(last & ~stall):
+            with m.If(last & ~held):
                 m.d.sync += phase.eq(_Phase.LEN_HI)
 
         return m

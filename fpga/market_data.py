@@ -45,15 +45,14 @@ class MarketDataPipeline(wiring.Component):
     receiver forwarded, i.e. the ``seq`` column of ``tickgate replay``'s CSV).
 
     Wiring: stream ports are joined with ``wiring.connect`` where their signatures agree (UDP ->
-    MoldUDP64, splitter -> decoder -> book); the MoldUDP64 output carries ``user`` (the packet's first
-    sequence number), which the splitter does not take, so that hop is joined field by field (data,
-    keep, last, valid, ready; ``user`` dropped) into a :class:`~.stream.SkidBuffer` in front of the
-    splitter: its registered ``ready`` ends the combinational ready path of the splitter (which depends on
-    the beat it parses and on the decoder's and the book's ready) instead of letting it run back through
-    the MoldUDP64 and UDP receivers. A second skid between the UDP and MoldUDP64 receivers does the same
-    for the MoldUDP64 receiver's ready, and a third between the decoder and the book for the book's (which
-    depends on the op's type), so no ready path crosses more than one block. Empty, a skid adds no cycle;
-    at line rate the book never refuses an op, so none fills. The MoldUDP64 receiver's sticky ``status.gap`` drives the
+    MoldUDP64, splitter -> decoder -> book); the MoldUDP64 output's ``user`` carries the packet's first
+    sequence number and the block walker's ``runt`` flag, of which the splitter takes only the flag, so
+    that hop is joined field by field. The splitter's ``ready`` is made from registers (see
+    :class:`~.itch_split.ItchSplitter`), so it runs back into the MoldUDP64 receiver's output enables and
+    stops at a :class:`~.stream.SkidBuffer` between the UDP and MoldUDP64 receivers; a second skid
+    between the decoder and the book ends the book's ready (which depends on the op's type), so no ready
+    path crosses more than two blocks. Empty, a skid adds no cycle; at line rate the book never refuses
+    an op, so none fills. The MoldUDP64 receiver's sticky ``status.gap`` drives the
     book's ``stale`` input (so every TopOfBook row and lookup answer after a gap carries ``flags.stale``
     until the host strobes ``gap_clear``).
 
@@ -66,7 +65,8 @@ class MarketDataPipeline(wiring.Component):
     book has finished), they are passed through.
 
     Rate: one 8-byte beat per cycle. Every front-end block takes one beat or one message per cycle (the
-    splitter holds a beat one extra cycle only for a message shorter than 7 bytes, none in ITCH 5.0). The
+    splitter takes two or more cycles only for the beats the MoldUDP64 receiver flags ``runt``: from a
+    message shorter than 7 bytes or a zero length to its packet's end, none in ITCH 5.0). The
     book takes a book-changing op (A F E C X D U) every 2 cycles and any other message every cycle; since
     every book-changing message is at least 21 bytes with its length prefix, two of them end at least two
     8-byte beats apart, so at line rate the book never holds the input off (MarketBook's test_line_rate).
@@ -141,23 +141,22 @@ class MarketDataPipeline(wiring.Component):
         m.submodules.book = book
 
         wiring.connect(m, wiring.flipped(self.i_stream), udp.i_stream)
-        # UDP -> skid -> MoldUDP64: the MoldUDP64 receiver's ready (its block walker, and the skid below)
+        # UDP -> skid -> MoldUDP64: the MoldUDP64 receiver's ready (and the splitter's, which runs into it)
         # ends here instead of running on into the UDP receiver's header state.
         udp_skid = m.submodules.udp_skid = SkidBuffer(mold.i_stream.payload.shape())
         wiring.connect(m, udp.o_stream, udp_skid.i_stream)
         wiring.connect(m, udp_skid.o_stream, mold.i_stream)
-        # MoldUDP64 -> skid -> splitter: same byte stream, minus `user`. The skid registers the splitter's
-        # ready (which depends on the beat it parses, and on the decoder's and the book's), so that path
-        # ends here instead of running back through the MoldUDP64 and UDP receivers.
-        skid = m.submodules.skid = SkidBuffer(split.i_stream.payload.shape())
+        # MoldUDP64 -> splitter: the same byte stream; of `user` the splitter takes the walker's `runt` flag
+        # (not the sequence). The splitter's ready is made from registers (its `done`, its output's valid,
+        # the book skid's ready), never from the beat's bytes, so no skid is needed here.
         m.d.comb += [
-            skid.i_stream.payload.data.eq(mold.o_stream.payload.data),
-            skid.i_stream.payload.keep.eq(mold.o_stream.payload.keep),
-            skid.i_stream.payload.last.eq(mold.o_stream.payload.last),
-            skid.i_stream.valid.eq(mold.o_stream.valid),
-            mold.o_stream.ready.eq(skid.i_stream.ready),
+            split.i_stream.payload.data.eq(mold.o_stream.payload.data),
+            split.i_stream.payload.keep.eq(mold.o_stream.payload.keep),
+            split.i_stream.payload.last.eq(mold.o_stream.payload.last),
+            split.i_stream.payload.user.runt.eq(mold.o_stream.payload.user.runt),
+            split.i_stream.valid.eq(mold.o_stream.valid),
+            mold.o_stream.ready.eq(split.i_stream.ready),
         ]
-        wiring.connect(m, skid.o_stream, split.i_stream)
         wiring.connect(m, split.o_stream, dec.i_stream)
         # decoder -> skid -> book: the book's ready (a book op is not taken in the cycle after another, so it
         # depends on the op's type) ends here instead of fanning out into the splitter's state.

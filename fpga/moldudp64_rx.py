@@ -10,13 +10,19 @@ from .counters import count as count_event
 from .stream import BYTES as BYTES_PER_BEAT
 from .stream import ByteStream, length_prefixes, onehot_pick, popcount_keep
 
-__all__ = ["MoldUDP64Receiver", "MOLD_COUNTERS", "MIN_MESSAGE", "LATENCY", "LATENCY_MAX"]
+__all__ = ["MoldUDP64Receiver", "MOLD_COUNTERS", "MOLD_USER", "MIN_MESSAGE", "LATENCY", "LATENCY_MAX"]
 
 #: Header: session 10 bytes, sequence u64, count u16 (tickgate.wire.moldudp64.HEADER).
 HEADER_BYTES = 20
 #: Shortest message (without its 2-byte length) the block walker follows: a block of 9 or more bytes
 #: starts at most once per 8-byte beat. ITCH 5.0's shortest message is 11 bytes.
 MIN_MESSAGE = 7
+
+#: The output's ``user``: ``seq``, the sequence number of the packet's first forwarded message, and ``runt``,
+#: set on every beat from the one completing the length of a message shorter than MIN_MESSAGE (a zero
+#: length included) to the packet's end: only those beats can hold two length prefixes, which the ITCH
+#: splitter then parses one per cycle.
+MOLD_USER = data.StructLayout({"seq": 64, "runt": 1})
 
 #: Cycles from the input beat holding any forwarded byte to the output beat holding it (valid), with no
 #: stalls: the output is not realigned, so there is no flush beat and LATENCY_MAX (kept for callers) is
@@ -74,8 +80,9 @@ class MoldUDP64Receiver(wiring.Component):
     deciding beat) keeps lanes 6..7 (from lane 2: the area starts at packet byte 20) or 2..7 (from lane 6)
     or, for a partial overlap, the lanes from its first new block (any lane of a later beat); later beats
     keep what the input kept. The consumer must accept a first beat that does not
-    start at lane 0 (:class:`tickgate.fpga.itch_split.ItchSplitter` does). ``user`` holds the sequence
-    number of its first message. Forwarding is cut-through, so the message blocks are
+    start at lane 0 (:class:`tickgate.fpga.itch_split.ItchSplitter` does). ``user`` (:data:`MOLD_USER`)
+    holds the sequence number of its first message (``seq``) and, per beat, the block walker's ``runt``
+    flag. Forwarding is cut-through, so the message blocks are
     checked as they pass: a forwarded packet whose blocks are not exactly ``count`` blocks ending at the
     packet's end (a block running past the end, blocks missing or extra bytes) or has a message shorter
     than :data:`MIN_MESSAGE` bytes (not followed: the walker sees one block start per beat) is counted in
@@ -105,7 +112,7 @@ class MoldUDP64Receiver(wiring.Component):
     Members
     -------
     i_stream : ``In(ByteStream())``
-    o_stream : ``Out(ByteStream(user=64))``
+    o_stream : ``Out(ByteStream(user=MOLD_USER))``
     gap_clear : ``In(1)``
     status : ``Out``: ``has_session``, ``session`` (10 bytes, wire order), ``expected`` (next sequence),
         ``gap`` (sticky), ``first_missing``
@@ -118,7 +125,7 @@ class MoldUDP64Receiver(wiring.Component):
         self._counter_width = counter_width
         super().__init__({
             "i_stream": In(ByteStream()),
-            "o_stream": Out(ByteStream(user=64)),
+            "o_stream": Out(ByteStream(user=MOLD_USER)),
             "gap_clear": In(1),
             "status": Out(wiring.Signature({
                 "has_session": Out(1),
@@ -434,7 +441,8 @@ class MoldUDP64Receiver(wiring.Component):
                 o.payload.last.eq(last),
                 # a partial overlap's first sequence is the old `expected`, still there the cycle after
                 # the verdict, and in `first_seq` from then on
-                o.payload.user.eq(Mux(dec_beat, seq, Mux(below_q, st.expected, first_seq))),
+                o.payload.user.seq.eq(Mux(dec_beat, seq, Mux(below_q, st.expected, first_seq))),
+                o.payload.user.runt.eq(n_short),
             ]
 
         # Counters: increments registered, added a cycle later.

@@ -18,11 +18,12 @@ from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSource
 
 from tickgate.fpga.book_records import MAX_ITCH_LEN, ItchMessage, classify
 from tickgate.fpga.itch_split import LATENCY, SPLIT_COUNTERS
+from tickgate.fpga.moldudp64_rx import MIN_MESSAGE
 from tickgate.sim.streams import StreamSink, unpack_fields
 from tickgate.sim.tb import MODES, ClockedTB
 from tickgate.wire import itch
 
-__all__ = ["split_reference", "message_blocks", "itch_files"]
+__all__ = ["split_reference", "runt_flags", "message_blocks", "itch_files"]
 
 BEAT = 8
 
@@ -58,6 +59,21 @@ def split_reference(blocks: list[bytes]):
                 ends.append((index, pos + length - 1))
             pos += length
     return messages, ends, counts
+
+
+def runt_flags(blocks: bytes, lane: int = 0) -> list[int]:
+    """The ``runt`` flag of each byte's beat for one packet's message blocks starting at ``lane`` of their
+    first beat: 1 from the beat completing the first length under MIN_MESSAGE (zero included) to the end,
+    as the MoldUDP64 receiver's block walker sets it."""
+    pos, flag_from = 0, len(blocks)
+    while pos + 2 <= len(blocks):
+        (length,) = struct.unpack_from(">H", blocks, pos)
+        if length < MIN_MESSAGE:
+            beat = (lane + pos + 1) // BEAT              # the beat holding the length's second byte
+            flag_from = beat * BEAT - lane
+            break
+        pos += 2 + length
+    return [int(k >= flag_from) for k in range(len(blocks))]
 
 
 def message_blocks(messages, max_payload: int = 1400) -> list[bytes]:
@@ -109,28 +125,39 @@ class SplitTB(ClockedTB):
         self.source.log.setLevel("WARNING")
         self.sink = StreamSink(dut, "o_stream", self.clk)
         self.beats: list[int] = []          # accept cycle of every input beat
+        self.first_offer: int | None = None  # the first cycle an input beat was valid
         self._in = (dut.s_axis_tvalid, dut.s_axis_tready)
 
     def _sample(self):
         valid, ready = self._in
+        if valid.value == 1 and self.first_offer is None:
+            self.first_offer = self.cycle
         if valid.value == 1 and ready.value == 1:
             self.beats.append(self.cycle)
 
     def clear_log(self):
         self.beats.clear()
+        self.first_offer = None
         self.sink.clear()
 
     def counters(self) -> dict:
         return {name: getattr(self.dut, name).value.to_unsigned() for name in self.COUNTERS}
+
+    async def send(self, pkt: bytes, lo: int = 0, flags: list[int] | None = None):
+        """One packet starting at lane ``lo``, its beats flagged ``runt`` by :func:`runt_flags` (or ``flags``)."""
+        flags = runt_flags(pkt, lo) if flags is None else flags
+        await self.source.send(AxiStreamFrame(bytes(lo) + pkt, tkeep=[0] * lo + [1] * len(pkt),
+                                              tuser=[0] * lo + flags))
 
     async def run(self, blocks: list[bytes], *, check_latency: bool = True, timeout: int = 200_000,
                   starts: list[int] | None = None):
         """Send ``blocks`` (one packet each), wait for every expected message, check everything. ``starts``:
         the lane of each packet's first byte (its first beat's ``keep`` clear below it; default 0)."""
         expected, ends, counts = split_reference(blocks)
+        counts["unflagged_runt"] = 0
         starts = starts or [0] * len(blocks)
         for pkt, lo in zip(blocks, starts):
-            await self.source.send(AxiStreamFrame(bytes(lo) + pkt, tkeep=[0] * lo + [1] * len(pkt)))
+            await self.send(pkt, lo)
         nbeats = sum((lo + len(p) + BEAT - 1) // BEAT for p, lo in zip(blocks, starts))
         await self.wait_for(lambda: len(self.beats) == nbeats and len(self.sink.items) >= len(expected), timeout)
         await self.cycles(10)
@@ -283,4 +310,40 @@ async def test_malformed(dut, idle, backpressure):
         cases.append(_mixed_packet(rng, 12, 300))
     await tb.run(cases, check_latency=False)
     counts = tb.counters()
-    assert all(counts.values()), counts
+    assert counts.pop("unflagged_runt") == 0 and all(counts.values()), counts
+
+
+@cocotb.test()
+@cocotb.parametrize(**MODES)
+async def test_runt_flag(dut, idle, backpressure):
+    """A flagged beat takes one cycle per length prefix parsed in it, plus one; an unflagged beat that needs
+    a second parse is counted in ``unflagged_runt``, the rest of its packet dropped, the next packet exact."""
+    tb = await SplitTB.start(dut, idle, backpressure, seed=21)
+    rng = random.Random(23)
+    # Four zero lengths in one beat (lanes 0..7), then a 12-byte message: beat 0 is parsed four times.
+    pkt = _block(0) * 4 + _block(12, rng=rng)
+    await tb.run([pkt], check_latency=False)
+    if not idle and not backpressure:
+        # beat 0: four parses and its pop; beats 1 and 2 (flagged to the packet's end): one parse and a pop
+        assert [tb.beats[0] - tb.first_offer] + [b - a for a, b in zip(tb.beats, tb.beats[1:])] == [4, 2, 2]
+    await tb.reset()
+    m11, m12, m20 = _block(11, rng=rng), _block(12, rng=rng), _block(20, rng=rng)
+    cases = [
+        # the first parse of beat 0 needs a second one (a 3-byte message ends in it): nothing of it is emitted
+        (_block(3, rng=rng) + m12, []),
+        # an 11-byte message ends at beat 1 lane 4 and a zero length at lanes 5..6 has a byte after it
+        (m11 + _block(0) + m20, [m11[2:]]),
+    ]
+    good = m20 + m12
+    for pkt, _ in cases:
+        await tb.send(pkt, flags=[0] * len(pkt))
+        await tb.send(good)
+    want = []
+    for _, msgs in cases:
+        want += msgs + [good[2:22], good[24:]]
+    await tb.wait_for(lambda: len(tb.sink.items) >= len(want), 20_000)
+    await tb.cycles(20)
+    got = [unpack_fields(ItchMessage, v) for _, _, v in tb.sink.items]
+    assert [g["bytes"][:g["length"]] for g in got] == want
+    assert tb.counters()["unflagged_runt"] == len(cases)
+    assert tb.counters()["truncated"] == 0

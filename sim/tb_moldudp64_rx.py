@@ -14,6 +14,7 @@ from cocotbext.axi import AxiStreamFrame
 
 from tickgate.fpga.moldudp64_rx import LATENCY, LATENCY_MAX, MIN_MESSAGE, MOLD_COUNTERS
 from tickgate.sim.tb import MODES, StreamTB, back_to_back
+from tickgate.sim.tb_itch_split import runt_flags
 
 #: Lanes a packet's first byte may arrive in (UDPReceiver's output: untagged or two VLAN tags, one tag).
 START_LANES = (2, 6)
@@ -183,17 +184,25 @@ async def check(tb, model: MoldModel, pkts, lanes=None):
     """Send ``pkts`` (at ``lanes``, default START_LANES in turn), compare the output, counters and status
     with ``model`` fed the same packets."""
     before = len(model.out)
+    sources = []                            # (packet, lane) of every forwarded packet
     for k, p in enumerate(pkts):
+        n = len(model.out)
         model.feed(p)
         await tb.send(p, None if lanes is None else lanes[k])
+        if len(model.out) > n:
+            sources.append((p, tb.sent_lanes[-1]))
     want = model.out[before:]
     got = await tb.recv_all(len(want))
     await tb.drain()
     assert tb.sink.empty(), "extra output packets"
-    for k, (frame, (seq, area)) in enumerate(zip(got, want)):
+    for k, (frame, (seq, area), (pkt, lane)) in enumerate(zip(got, want, sources)):
         assert frame.tdata == area, f"packet {k}: got {frame.tdata.hex()} want {area.hex()}"
-        users = set(frame.tuser) if isinstance(frame.tuser, list) else {frame.tuser}   # compacted when constant
-        assert users == {seq}, f"packet {k}: user {users} want {seq}"
+        users = frame.tuser if isinstance(frame.tuser, list) else [frame.tuser] * len(area)  # compacted if constant
+        assert {u & MASK64 for u in users} == {seq}, f"packet {k}: user.seq {users} want {seq}"
+        # user.runt: the walker's flag, from the packet's whole message area (a partial overlap's forwarded
+        # blocks are its tail)
+        runt = runt_flags(pkt[20:], (lane + 20) % 8)[len(pkt) - 20 - len(area):]
+        assert [u >> 64 for u in users] == runt, f"packet {k}: user.runt {[u >> 64 for u in users]} want {runt}"
     assert tb.counters() == model.counts
     st = tb.status()
     want_status = {"has_session": int(model.session is not None),
@@ -300,8 +309,8 @@ async def test_malformed(dut, idle, backpressure):
         packet(s, 15, [], count=1),                                 # count 1, no bytes at all
         packet(s, 16, m(2)),
     ]
-    # Messages shorter than MIN_MESSAGE (zero to 6 bytes) after 0..9 bytes of other blocks: each packet is
-    # forwarded and counted in count_error, wherever the short block's length lands.
+    # Runts (zero to MIN_MESSAGE - 1 bytes) after 0..9 bytes of other blocks, so the beat flagged `runt`
+    # first moves across lanes and beats (checked per byte by `check`).
     seq = 18
     for k in range(10):
         msgs = ([bytes(rng.randrange(256) for _ in range(MIN_MESSAGE + k))] if k % 2 else []) + \

@@ -145,7 +145,7 @@ def _counters(dut):
     out = {}
     for name in ("udp__ok", "udp__truncated", "udp__bad_checksum", "udp__bad_length", "udp__not_udp",
                  "mold__accepted", "mold__duplicate", "mold__gap", "mold__missed", "mold__count_error",
-                 "split__zero_length", "split__truncated", "decode__unknown", "decode__malformed"):
+                 "split__zero_length", "split__truncated", "split__unflagged_runt", "decode__unknown", "decode__malformed"):
         out[name] = int(getattr(dut, f"counters__{name}").value)
     return out
 
@@ -288,6 +288,7 @@ async def bad_input(dut):
     assert cnt["mold__duplicate"] == 1
     assert cnt["split__zero_length"] == 1
     assert cnt["split__truncated"] == 1
+    assert cnt["split__unflagged_runt"] == 0      # the MoldUDP64 walker flagged the zero-length block's beats
     assert cnt["decode__unknown"] == 1
     assert int(dut.status__gap.value) == 1
     # stale is the sticky gap: rows after the gap carry it; gap_clear clears it

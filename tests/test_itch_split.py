@@ -42,4 +42,4 @@ def test_rtl(simulator):
     """The whole cocotb suite in one simulator run (the recorded-feed tests skip when the data is absent)."""
     top = AXIStreamTop(ItchSplitter(), streams={"i_stream": "s_axis"})
     result = run_cocotb(top, toplevel="itch_split", test_module="tickgate.sim.tb_itch_split", simulator=simulator)
-    assert len(result.tests) == 6 * 4
+    assert len(result.tests) == 7 * 4
