@@ -4,7 +4,7 @@ register, so every output bit reaches ``sout`` (no parallel-load ``cap`` net). S
 import json
 
 import pytest
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -268,3 +268,37 @@ def test_the_summary_names_the_critical_path_and_the_deep_inputs(tmp_path, monke
     err = capsys.readouterr().err
     assert "udp_rx: synth 1 s, P&R 2 s; critical path a -> b (abc9)" in err
     assert "udp_rx: 3 register inputs at 6 or more LUT levels" in err
+
+
+class _CarryAndCompare(wiring.Component):
+    """A 64-bit sum's carry XOR an 8-bit equality: ABC9 with synth_ecp5's LUT library routes the
+    equality through a LUT4's fast input in a chain behind the carry."""
+    a: In(64)
+    b: In(64)
+    o: Out(3)
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b, s = Signal(64), Signal(64), Signal(65)
+        m.d.comb += s.eq(a + b)
+        m.d.sync += [a.eq(self.a), b.eq(self.b),
+                     self.o.eq(Cat(s[64] ^ (a[:8] == b[8:16]), a[:16].all(), (a[16:32] ^ b[16:32]).any()))]
+        return m
+
+
+def test_abc9_levels_maps_fewer_levels_than_synth_ecp5s_library(tmp_path):
+    bench = load("bench_synth")
+    script = bench._yosys_script("bench_x", "bench_x.dut", "abc9-levels").splitlines()
+    lut_map = script.index(f"abc9 -W {bench.LEVELS_WIRE_PS} -lut {bench.LEVELS_LUT_FILE}")
+    assert script[lut_map - 1] == bench.HIDE_ELEMENT_NAMES and script[lut_map + 2].endswith("-run map_cells:")
+    # every width's inputs are equally slow
+    for line in bench.LEVELS_LUT_LIBRARY.splitlines():
+        width, _area, *delays = line.split()
+        assert len(delays) == int(width) and len(set(delays)) == 1
+    levels = {}
+    for mapper in ("abc9", "abc9-levels"):
+        res = bench.build("mix", _CarryAndCompare(), workdir=tmp_path / mapper, pnr=False, mapper=mapper)
+        assert not res.error and res.synth_options == mapper
+        assert (tmp_path / mapper / "mix" / bench.LEVELS_LUT_FILE).read_text() == bench.LEVELS_LUT_LIBRARY
+        levels[mapper] = max(res.levels)
+    assert levels == {"abc9": 4, "abc9-levels": 3}
