@@ -393,7 +393,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     yosys_cmd = [YOSYS, "-q", "-s", "synth.ys"]
     pnr_cmd = [NEXTPNR, *DEVICE, "--json", "design.json", "--lpf", "design.lpf", "--lpf-allow-unconstrained",
                "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *pnr_options.args()]
-    for attempt in (["abc9", "abc"] if mapper == "auto" else [mapper]):
+    for attempt in (["abc9-levels", "abc"] if mapper == "auto" else [mapper]):
         (d / "synth.ys").write_text(_yosys_script(top, dut_module, attempt, tuple(keep)))
         (d / "commands.sh").write_text("# run in this directory\n" + shlex.join(yosys_cmd) + "\n" +
                                        shlex.join(pnr_cmd) + "\n")
@@ -558,7 +558,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mhz", type=float, default=TARGET_MHZ, help="clock constraint (MHz)")
     ap.add_argument("--mapper", default="auto", choices=["auto", *MAPPERS],
                     help="LUT mapping: abc9 (synth_ecp5), abc9-levels (ABC9 counting LUT levels: every LUT "
-                         "input equally slow), abc (classic ABC), auto (abc9, else abc)")
+                         "input equally slow), abc (classic ABC), auto (abc9-levels, else abc)")
     ap.add_argument("--keep", action="append", metavar="SUBMODULE",
                     help="keep this submodule's hierarchy (mapped as alone), repeatable; 'none' keeps none "
                          f"(default: {', '.join(f'{b}: {s}' for b, v in BLOCK_KEEP.items() for s in v) or 'none'})")
