@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from ..wire import itch
 from .book_records import MAX_ITCH_LEN, TYPE_CODES, ItchMessage
 from .counters import count_strobe
-from .stream import BYTES, ByteStream, popcount_keep
+from .stream import BYTES, ByteStream, length_prefixes, onehot_pick, popcount_keep
 
 __all__ = ["ItchSplitter", "LATENCY", "SPLIT_USER", "SPLIT_COUNTERS"]
 
@@ -91,10 +91,7 @@ class ItchSplitter(wiring.Component):
         super().__init__({
             "i_stream": In(ByteStream(BYTES, user=SPLIT_USER)),
             "o_stream": Out(stream.Signature(ItchMessage)),
-            "zero_length": Out(counter_width),
-            "oversize": Out(counter_width),
-            "truncated": Out(counter_width),
-            "unflagged_runt": Out(counter_width),
+            **{name: Out(counter_width) for name in SPLIT_COUNTERS},
         })
 
     def elaborate(self, platform):
@@ -135,13 +132,7 @@ class ItchSplitter(wiring.Component):
         m.d.comb += sel.eq(Mux(phase == _Phase.LEN_LO, 1 << BYTES, Mux(sop, first_kept, qh)))
 
         cands = []
-        for c in range(BYTES + 1):
-            if c == BYTES:
-                ln, bs, here, two = Cat(lane(0), hi), 1, 1, 1
-            elif c == BYTES - 1:
-                ln, bs, here, two = Cat(lane(c), lane(c)), c + 2, kp[c], 0
-            else:
-                ln, bs, here, two = Cat(lane(c + 1), lane(c)), c + 2, kp[c], kp[c + 1]
+        for c, (ln, bs, here, two) in enumerate(length_prefixes(w, kp, hi)):
             e = Signal(17, name=f"e{c}")
             m.d.comb += e.eq(ln + (bs - 1))
             lo7 = Signal(7, name=f"lo7_{c}")          # the low end of E without the long carry chain
@@ -165,12 +156,7 @@ class ItchSplitter(wiring.Component):
             cd["stall"] = here & two & Mux(cd["zero"], cd["zmore"], ~cd["long"] & cd["d0"])
 
         def pick(key, width=1):
-            terms = []
-            for c in range(BYTES + 1):
-                v = cands[c][key]
-                v = Const(v, width) if isinstance(v, int) else Value.cast(v)[:width]
-                terms.append(v & sel[c].replicate(width))
-            return _or(terms)
+            return onehot_pick(sel, [cd[key] for cd in cands], width)
 
         o_none, o_lo, o_zero, o_long, o_body = (pick(k) for k in ("o_none", "o_lo", "o_zero", "o_long", "o_body"))
         # (with no candidate selected, e.g. a message ending at lane 7: none)
@@ -180,12 +166,12 @@ class ItchSplitter(wiring.Component):
         n_d1 = pick("d1")
         n_kc = pick("kc", 13)
         n_e3 = pick("e", 3)                          # lane of the last byte
-        n_hi = _or([lane(c) & sel[c].replicate(8) for c in range(BYTES)])
-        n_first = _or([Const((cands[c]["bs"]) % BYTES, 3) & sel[c].replicate(3) for c in range(BYTES + 1)])
-        n_body_here = _or([Const(int(cands[c]["bs"] < BYTES), 1) & sel[c] for c in range(BYTES + 1)])
+        n_hi = onehot_pick(sel, [lane(c) for c in range(BYTES)], 8)
+        n_first = onehot_pick(sel, [cd["bs"] % BYTES for cd in cands], 3)
+        n_body_here = onehot_pick(sel, [int(cd["bs"] < BYTES) for cd in cands])
         n_zmore = pick("zmore")
-        n_znext = _or([Const((1 << cands[c]["bs"]) & 0xFF, BYTES) & sel[c].replicate(BYTES)
-                       for c in range(BYTES + 1)])   # one-hot lane after a zero length (0: the next beat)
+        # one-hot lane after a zero length (0: the next beat)
+        n_znext = onehot_pick(sel, [(1 << cd["bs"]) & 0xFF for cd in cands], BYTES)
         eh_new = Signal(BYTES)
         m.d.comb += eh_new.eq(Const(1, BYTES) << n_e3)
         qh_new = Signal(BYTES)                       # lane after the message's end (0: next beat, lane 0)
