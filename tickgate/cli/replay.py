@@ -243,7 +243,8 @@ def _rtl_summary(err: TextIO, label: str, res, model_messages: int, select, dire
                  f"{g('mold.overlap'):,} overlapping packets (new tail kept), {g('mold.count_error'):,} count errors, "
                  f"{g('mold.session'):,} sessions")
     lines.append(f"  ITCH: split zero-length {g('split.zero_length')}, oversize {g('split.oversize')}, "
-                 f"truncated {g('split.truncated')}, unflagged runts {g('split.unflagged_runt')}; decode unknown types {g('decode.unknown')}, "
+                 f"truncated {g('split.truncated')}, unflagged runts {g('split.unflagged_runt')}; "
+                 f"decode unknown types {g('decode.unknown')}, "
                  f"malformed {g('decode.malformed')}")
     unknown = {k[13:]: v for k, v in c.items() if k.startswith("book.unknown_")}
     lines.append(f"  unknown order references: {sum(unknown.values()):,} "
