@@ -8,6 +8,7 @@ YoWASP switch, and these blocks have far more ports than the package has pins).
     python benchmarks/bench_synth.py udp_rx mold_rx -j 2  # some blocks, two at a time
     python benchmarks/bench_synth.py --markdown --json build/synth/results.json
     python benchmarks/bench_synth.py market_book --book capacity=2048,symbols=128,depth=8 --no-pnr
+    python benchmarks/bench_synth.py market_data --seeds 1,4,5 -j 2   # one netlist, placed at three seeds
 
 How a block is measured. It is wrapped in a *harness*: every input port bit is driven by a flip-flop of a
 serial-in shift register (pin ``sin``), every output port bit goes into a flip-flop of a signature register
@@ -20,7 +21,9 @@ from its inputs and to its outputs. The clock is constrained to :data:`TARGET_MH
 
 Reproducible: a fixed seed, one thread, the default placer and router (heap, router1; the static placer for
 the whole pipeline, :data:`BLOCK_PLACERS`): see :class:`PnrOptions`; ``--seed``, ``--placer`` and
-``--router`` change them (single-seed Fmax varies by 10% or more: judge a change over several seeds;
+``--router`` change them (single-seed Fmax varies by 10% or more: judge a change over several seeds, which
+``--seeds`` places from one synthesis, each in ``<block>/seed<N>``, printing each seed's Fmax and endpoint
+count with the lowest and the median;
 nextpnr-ecp5 sets the heap placer's density target itself, so ``--placer-heap-beta`` does nothing), and
 ``--nextpnr-arg`` (repeatable) appends placer or router tuning, e.g. ``--nextpnr-arg=--tmg-ripup``. The
 commands run are written to ``<workdir>/<block>/commands.sh``, and each result records its nextpnr options
@@ -147,6 +150,7 @@ class Result:
     nextpnr_args: list = field(default_factory=list)   # the placement and routing options (PnrOptions.args)
     levels: dict = field(default_factory=dict)   # register inputs of the block's module per LUT level count
     deep_inputs: int | None = None  # of them, at DEEP_LEVELS or more (what misses the clock: netlist_depth.py)
+    seed: int | None = None         # the placement seed, when the block was placed at several (``--seeds``)
 
     @property
     def latency_ns(self) -> float | None:
@@ -391,8 +395,7 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     (d / "design.lpf").write_text(LPF.format(mhz=mhz))
     (d / LEVELS_LUT_FILE).write_text(LEVELS_LUT_LIBRARY)
     yosys_cmd = [YOSYS, "-q", "-s", "synth.ys"]
-    pnr_cmd = [NEXTPNR, *DEVICE, "--json", "design.json", "--lpf", "design.lpf", "--lpf-allow-unconstrained",
-               "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *pnr_options.args()]
+    pnr_cmd = _pnr_command(mhz, pnr_options)
     for attempt in (["abc9-levels", "abc"] if mapper == "auto" else [mapper]):
         (d / "synth.ys").write_text(_yosys_script(top, dut_module, attempt, tuple(keep)))
         (d / "commands.sh").write_text("# run in this directory\n" + shlex.join(yosys_cmd) + "\n" +
@@ -416,6 +419,30 @@ def build(name: str, component, *, workdir: Path, mhz: float = TARGET_MHZ, mappe
     res.dsp = cells.get("MULT18X18D", 0) + cells.get("ALU54B", 0)
     if not pnr:
         return res
+    return place_and_route(res, d, mhz=mhz, pnr_options=pnr_options, timeout=timeout)
+
+
+def _pnr_command(mhz: float, pnr_options: PnrOptions, netlist: str = "design.json") -> list[str]:
+    return [NEXTPNR, *DEVICE, "--json", netlist, "--lpf", "design.lpf", "--lpf-allow-unconstrained",
+            "--freq", str(mhz), "--timing-allow-fail", "--report", "report.json", *pnr_options.args()]
+
+
+def place_and_route(res: Result, d: Path, *, mhz: float = TARGET_MHZ, pnr_options: PnrOptions = PnrOptions(),
+                    timeout: float = TIMEOUT, subdir: str | None = None) -> Result:
+    """Place and route the netlist :func:`build` synthesised in ``d`` (``res``: its synthesis result);
+    with ``subdir``, in ``d / subdir`` (one netlist placed at several seeds). A copy of ``res`` with the
+    P&R figures."""
+    res = dataclasses.replace(res)
+    if subdir is not None:
+        run_dir = d / subdir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "design.lpf").write_text((d / "design.lpf").read_text())
+        pnr_cmd = _pnr_command(mhz, pnr_options, "../design.json")
+        (run_dir / "commands.sh").write_text("# run in this directory (synthesis: see ../commands.sh)\n" +
+                                             shlex.join(pnr_cmd) + "\n")
+        d = run_dir
+    else:
+        pnr_cmd = _pnr_command(mhz, pnr_options)
     res.nextpnr_args = list(pnr_options.args())
     res.pnr_seconds = _run(pnr_cmd, d, d / "nextpnr.log", timeout)
     report = json.loads((d / "report.json").read_text())
@@ -532,7 +559,7 @@ def table(results: list[Result], markdown: bool = False) -> str:
         ns_text = f"{ns:.1f}" if ns is not None else "?"
         if r.latency_max_ns is not None:
             ns_text += f" ({r.latency_max_ns:.1f})"
-        rows.append([r.block, r.params, f"{r.fmax_mhz:.1f}" if r.fmax_mhz else "?", str(r.lut4), str(r.ff),
+        rows.append([_label(r), r.params, f"{r.fmax_mhz:.1f}" if r.fmax_mhz else "?", str(r.lut4), str(r.ff),
                      str(r.ebr), str(r.dsp), r.latency, ns_text, r.synth_options])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -541,6 +568,41 @@ def table(results: list[Result], markdown: bool = False) -> str:
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*head)] + [fmt.format(*row) for row in rows])
+
+
+def place_at_seed(res: Result, workdir: Path, seed: int, *, mhz: float, pnr_options: PnrOptions,
+                  timeout: float = TIMEOUT) -> Result:
+    """:func:`place_and_route` of ``res.block``'s netlist (synthesised in ``workdir / res.block``) at
+    ``seed``, in its subdirectory ``seed<N>``; a failure is recorded in the result's ``error``."""
+    res = dataclasses.replace(res, seed=seed)
+    try:
+        return place_and_route(res, workdir / res.block, mhz=mhz, subdir=f"seed{seed}", timeout=timeout,
+                               pnr_options=dataclasses.replace(pnr_options, seed=seed))
+    except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
+        res.error = f"{type(e).__name__}: {e}"[:2000]
+        return res
+
+
+def _label(r: Result) -> str:
+    return r.block if r.seed is None else f"{r.block} (seed {r.seed})"
+
+
+def seed_summary(results: list[Result], mhz: float) -> list[str]:
+    """One line per block placed at several seeds: Fmax and the endpoints that miss ``mhz`` at each seed,
+    with the lowest and the median Fmax (one netlist's Fmax spans several MHz over seeds)."""
+    lines = []
+    for block in dict.fromkeys(r.block for r in results if r.seed is not None):
+        runs = [r for r in results if r.block == block and r.seed is not None]
+        placed = sorted(r.fmax_mhz for r in runs if r.fmax_mhz)
+        if len(runs) < 2 or not placed:
+            continue
+        mid = len(placed) // 2
+        median = placed[mid] if len(placed) % 2 else (placed[mid - 1] + placed[mid]) / 2
+        each = ", ".join(f"{r.seed}: {r.fmax_mhz:.1f}" + (f" ({r.failing})" if r.failing is not None else "")
+                         if r.fmax_mhz else f"{r.seed}: failed" for r in runs)
+        lines.append(f"{block} over seeds {each} MHz (endpoints over {1000.0 / mhz:.2f} ns): lowest "
+                     f"{placed[0]:.1f}, median {median:.1f}")
+    return lines
 
 
 def block_pnr_options(block: str, options: PnrOptions, placer: str | None = None) -> PnrOptions:
@@ -572,6 +634,9 @@ def main(argv=None) -> int:
                     help="the harness's reset: straight from a pin (default), or registered onto a global network")
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only: resources, no Fmax")
     ap.add_argument("--seed", type=int, default=SEED, help="nextpnr placement seed")
+    ap.add_argument("--seeds", metavar="N,N,...",
+                    help="place and route each block's netlist (synthesised once) at each of these seeds, in "
+                         "<workdir>/<block>/seed<N> (the runs share -j), and print Fmax over them")
     ap.add_argument("--router", default=ROUTER, choices=ROUTERS, help="nextpnr router")
     ap.add_argument("--placer", choices=PLACERS,
                     help=f"nextpnr placer (default: {PLACER}; {', '.join(f'{b}: {p}' for b, p in BLOCK_PLACERS.items())})")
@@ -582,6 +647,14 @@ def main(argv=None) -> int:
     ap.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
                     help="one more nextpnr argument, repeatable, e.g. --nextpnr-arg=--tmg-ripup")
     args = ap.parse_args(argv)
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",")]
+        except ValueError:
+            ap.error(f"--seeds takes integers separated by commas, not {args.seeds!r}")
+        if not seeds or len(set(seeds)) != len(seeds):
+            ap.error(f"--seeds takes distinct integers, not {args.seeds!r}")
     try:
         from tickgate.sim.rtl_replay import parse_book
         book = parse_book(args.book)
@@ -594,33 +667,44 @@ def main(argv=None) -> int:
         ap.error(f"unknown blocks {unknown}; known: {list(BLOCKS)}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    pnr_now = not args.no_pnr and seeds is None       # with --seeds: synthesis first, then a P&R per seed
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(measure, n, workdir=args.workdir, mhz=args.mhz, mapper=args.mapper, book=book,
-                               pnr=not args.no_pnr, pnr_options=block_pnr_options(n, pnr_options, args.placer),
+                               pnr=pnr_now, pnr_options=block_pnr_options(n, pnr_options, args.placer),
                                timeout=args.timeout, keep=block_keep(n, args.keep), reset=args.reset)
                    for n in names]
         results = [f.result() for f in futures]
+        if seeds is not None and not args.no_pnr:
+            futures = [pool.submit(place_at_seed, r, args.workdir, s, mhz=args.mhz, timeout=args.timeout,
+                                   pnr_options=block_pnr_options(r.block, pnr_options, args.placer))
+                       if not r.error else None for r in results for s in seeds]
+            results = [f.result() if f is not None else r
+                       for f, r in zip(futures, [r for r in results for _ in seeds])]
+            results = list({id(r): r for r in results}.values())     # a failed synthesis once, not per seed
     print(table(results, markdown=args.markdown))
     for r in results:
         if r.error:
-            print(f"\n{r.block}: {r.error}", file=sys.stderr)
+            print(f"\n{_label(r)}: {r.error}", file=sys.stderr)
         elif args.no_pnr:
-            print(f"{r.block}: synth {r.synth_seconds:.0f} s (no P&R: no Fmax)", file=sys.stderr)
+            print(f"{_label(r)}: synth {r.synth_seconds:.0f} s (no P&R: no Fmax)", file=sys.stderr)
         elif r.critical:
-            print(f"{r.block}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
+            print(f"{_label(r)}: synth {r.synth_seconds:.0f} s, P&R {r.pnr_seconds:.0f} s; critical path "
                   f"{' -> '.join(c[:80] for c in r.critical)} ({r.synth_options})", file=sys.stderr)
         if not r.error and r.deep_inputs is not None:
-            print(f"{r.block}: {r.deep_inputs} register inputs at {DEEP_LEVELS} or more LUT levels", file=sys.stderr)
+            print(f"{_label(r)}: {r.deep_inputs} register inputs at {DEEP_LEVELS} or more LUT levels", file=sys.stderr)
         if r.failing:
             fed = f" (and {r.io_fed} fed from an I/O pin through logic, not counted)" if r.io_fed else ""
-            print(f"{r.block}: {r.failing} endpoints miss {args.mhz} MHz{fed}; the worst registers:", file=sys.stderr)
+            print(f"{_label(r)}: {r.failing} endpoints miss {args.mhz} MHz{fed}; the worst registers:", file=sys.stderr)
             for g in r.failing_groups[:args.endpoints]:
                 print(f"  {g['count']:5d} x {g['register']}.{g['pin']} (worst {g['worst_ns']:.2f} ns)",
                       file=sys.stderr)
-    print(f"\n{len(results)} blocks in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
-          f"target {args.mhz} MHz; nextpnr "
-          f"{'; '.join(sorted({' '.join(block_pnr_options(n, pnr_options, args.placer).args()) for n in names}))}",
-          file=sys.stderr)
+    for line in seed_summary(results, args.mhz):
+        print(line, file=sys.stderr)
+    options = sorted({' '.join(block_pnr_options(n, pnr_options, args.placer).args()[2 if seeds else 0:])
+                      for n in names})
+    print(f"\n{len(results)} {'runs' if seeds else 'blocks'} in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
+          f"target {args.mhz} MHz; nextpnr {'; '.join(options)}"
+          f"{' at seeds ' + ', '.join(map(str, seeds)) if seeds else ''}", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([dict(asdict(r), latency_ns=r.latency_ns, latency_max_ns=r.latency_max_ns)

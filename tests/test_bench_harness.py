@@ -270,6 +270,40 @@ def test_the_summary_names_the_critical_path_and_the_deep_inputs(tmp_path, monke
     assert "udp_rx: 3 register inputs at 6 or more LUT levels" in err
 
 
+def test_seeds_place_one_netlist_at_each_seed(tmp_path, monkeypatch, capsys):
+    # --seeds: one synthesis, then a P&R per seed in <block>/seed<N> with that seed, each row and the
+    # summary naming its seed
+    bench = load("bench_synth")
+    runs = []
+
+    def fake_run(cmd, cwd, log, timeout):
+        if cmd[0] == bench.YOSYS:
+            runs.append(("synth", cwd))
+            (cwd / "stat.txt").write_text("(cell counts: _module_stats is replaced below)\n")
+        else:
+            seed = int(cmd[cmd.index("--seed") + 1])
+            runs.append((seed, cwd, cmd[cmd.index("--json") + 1]))
+            (cwd / "report.json").write_text(json.dumps({"fmax": {"clk": {"achieved": 150.0 + seed}}}))
+        return 0.0
+    monkeypatch.setattr(bench, "_run", fake_run)
+    monkeypatch.setattr(bench, "_module_stats", lambda text, module, **kw: {"LUT4": 3})
+    monkeypatch.setattr(bench, "BLOCKS", {"addfive": lambda: (_AddFive(), "test block", 1)})
+    monkeypatch.setattr(bench.concurrent.futures, "ProcessPoolExecutor", bench.concurrent.futures.ThreadPoolExecutor)
+    out_json = tmp_path / "r.json"
+    bench.main(["addfive", "--seeds", "4,1,5", "--workdir", str(tmp_path), "--json", str(out_json), "-j", "2"])
+    assert [r[0] for r in runs].count("synth") == 1
+    assert sorted((r[0], r[1].name, r[2]) for r in runs if r[0] != "synth") == \
+        [(1, "seed1", "../design.json"), (4, "seed4", "../design.json"), (5, "seed5", "../design.json")]
+    results = json.loads(out_json.read_text())
+    assert [(r["seed"], r["fmax_mhz"]) for r in results] == [(4, 154.0), (1, 151.0), (5, 155.0)]
+    assert all("--seed" in r["nextpnr_args"] for r in results)
+    out = capsys.readouterr()
+    assert "addfive (seed 4)" in out.out
+    assert "addfive over seeds 4: 154.0, 1: 151.0, 5: 155.0 MHz" in out.err and "lowest 151.0, median 154.0" in out.err
+    with pytest.raises(SystemExit):
+        bench.main(["addfive", "--seeds", "1,1"])
+
+
 class _CarryAndCompare(wiring.Component):
     """A 64-bit sum's carry XOR an 8-bit equality: ABC9 with synth_ecp5's LUT library routes the
     equality through a LUT4's fast input in a chain behind the carry."""
