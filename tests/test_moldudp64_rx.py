@@ -28,7 +28,7 @@ def test_axi_ports():
 @pytest.mark.rtl
 def test_moldudp64_rx_verilator():
     result = runner.run(top(), toplevel="moldudp64_rx", test_module="tickgate.sim.tb_moldudp64_rx")
-    assert len(result.tests) == 9 * 4 + 1
+    assert len(result.tests) == 10 * 4 + 1
 
 
 @pytest.mark.rtl
