@@ -675,12 +675,13 @@ def main(argv=None) -> int:
                    for n in names]
         results = [f.result() for f in futures]
         if seeds is not None and not args.no_pnr:
-            futures = [pool.submit(place_at_seed, r, args.workdir, s, mhz=args.mhz, timeout=args.timeout,
-                                   pnr_options=block_pnr_options(r.block, pnr_options, args.placer))
-                       if not r.error else None for r in results for s in seeds]
-            results = [f.result() if f is not None else r
-                       for f, r in zip(futures, [r for r in results for _ in seeds])]
-            results = list({id(r): r for r in results}.values())     # a failed synthesis once, not per seed
+            # each synthesised netlist at every seed; a failed synthesis stays one row
+            jobs = [(r, [] if r.error else
+                     [pool.submit(place_at_seed, r, args.workdir, s, mhz=args.mhz, timeout=args.timeout,
+                                  pnr_options=block_pnr_options(r.block, pnr_options, args.placer))
+                      for s in seeds])
+                    for r in results]
+            results = [placed for r, fs in jobs for placed in ([f.result() for f in fs] or [r])]
     print(table(results, markdown=args.markdown))
     for r in results:
         if r.error:
@@ -700,10 +701,11 @@ def main(argv=None) -> int:
                       file=sys.stderr)
     for line in seed_summary(results, args.mhz):
         print(line, file=sys.stderr)
+    # with --seeds the options without their leading "--seed N", the seeds listed after them
     options = sorted({' '.join(block_pnr_options(n, pnr_options, args.placer).args()[2 if seeds else 0:])
                       for n in names})
-    print(f"\n{len(results)} {'runs' if seeds else 'blocks'} in {time.monotonic() - t0:.0f} s; device LFE5UM5G-85F CABGA381 speed 8, "
-          f"target {args.mhz} MHz; nextpnr {'; '.join(options)}"
+    print(f"\n{len(results)} {'runs' if seeds else 'blocks'} in {time.monotonic() - t0:.0f} s; device "
+          f"LFE5UM5G-85F CABGA381 speed 8, target {args.mhz} MHz; nextpnr {'; '.join(options)}"
           f"{' at seeds ' + ', '.join(map(str, seeds)) if seeds else ''}", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -205,7 +205,8 @@ async def check(tb, model: MoldModel, pkts, lanes=None):
         runt = runt_flags(pkt[20:], (lane + 20) % 8)[len(pkt) - 20 - len(area):]
         assert [u >> 64 for u in users] == runt, f"packet {k}: user.runt {[u >> 64 for u in users]} want {runt}"
     got_counts = tb.counters()
-    assert got_counts == model.counts, {k: (got_counts.get(k), v) for k, v in model.counts.items() if got_counts.get(k) != v}
+    assert got_counts == model.counts, {k: (got_counts.get(k), v) for k, v in model.counts.items()
+                                        if got_counts.get(k) != v}
     st = tb.status()
     want_status = {"has_session": int(model.session is not None),
                    "session": model.session or bytes(10), "expected": model.expected & MASK64,

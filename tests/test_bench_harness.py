@@ -303,6 +303,13 @@ def test_seeds_place_one_netlist_at_each_seed(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main(["addfive", "--seeds", "1,1"])
 
+    def broken():
+        raise RuntimeError("not written yet")
+    monkeypatch.setattr(bench, "BLOCKS", {"broken": broken})
+    runs.clear()
+    assert bench.main(["broken", "--seeds", "1,2", "--workdir", str(tmp_path), "--json", str(out_json)]) == 1
+    assert runs == [] and [r["seed"] for r in json.loads(out_json.read_text())] == [None]   # one row, no P&R
+
 
 class _CarryAndCompare(wiring.Component):
     """A 64-bit sum's carry XOR an 8-bit equality: ABC9 with synth_ecp5's LUT library routes the
